@@ -1,0 +1,207 @@
+"""Training data: scenes from the soundbank (procedural or a user's real material), turned into
+SED windows with window/frame labels and separator crops with corrupted-oracle SED guidance.
+
+Scenes are synthesised by worker processes (numpy only) into a queue; the trainer keeps a pool of
+recent scenes and samples crops from it, so that scene synthesis and the torch step overlap.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stream_s5.labels import CLASS_INDEX, CLASSES
+from stream_s5.synth.scenes import SceneConfig, generate_scene
+from stream_s5.synth.soundbank import Soundbank
+
+
+@dataclass
+class SceneRecord:
+    """What training needs from a scene, small enough to pass through a queue."""
+
+    mixture: np.ndarray  # [C, N] float32
+    sources: dict  # class → [N] float32 reference at the reference mic
+    events: list  # (label, onset_s, offset_s)
+
+
+def _record(scene) -> SceneRecord:
+    return SceneRecord(
+        mixture=scene.mixture.astype(np.float32),
+        sources={k: v.astype(np.float32) for k, v in scene.sources.items()},
+        events=[(e.label, float(e.onset), float(e.offset)) for e in scene.events],
+    )
+
+
+def open_soundbank(soundbank_dir: str | None, sample_rate: int, seed: int) -> Soundbank:
+    return Soundbank.from_folder(soundbank_dir, sample_rate) if soundbank_dir else Soundbank.procedural(sample_rate, seed)
+
+
+def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, worker: int, start_index: int):
+    soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed)
+    index = start_index
+    while True:
+        scene_seed = int(np.random.SeedSequence([seed, 1, worker, index]).generate_state(1)[0])
+        out_queue.put(_record(generate_scene(scene_cfg, scene_seed, soundbank)))
+        index += 1
+
+
+class ScenePool:
+    """A pool of recent scenes refreshed by background workers. `workers=0` synthesises inline
+    (deterministic, used by tests and the seconds-long preset)."""
+
+    def __init__(self, scene_cfg: SceneConfig, soundbank_dir: str | None, seed: int, size: int,
+                 workers: int = 1, start_index: int = 0):
+        self.scene_cfg, self.seed, self.size = scene_cfg, seed, size
+        self.rng = np.random.default_rng([seed, 2, start_index])
+        self.pool: list[SceneRecord] = []
+        self.received = 0
+        self._inline_index = start_index
+        self._procs: list[mp.Process] = []
+        if workers > 0:
+            ctx = mp.get_context("fork")
+            self.queue = ctx.Queue(maxsize=4 * size)
+            for w in range(workers):
+                proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, start_index),
+                                   daemon=True)
+                proc.start()
+                self._procs.append(proc)
+        else:
+            self.queue = None
+            self.soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed)
+        while len(self.pool) < size:
+            self.pool.append(self._next(block=True))
+
+    def _next(self, block: bool) -> SceneRecord | None:
+        if self.queue is None:
+            scene_seed = int(np.random.SeedSequence([self.seed, 1, 0, self._inline_index]).generate_state(1)[0])
+            self._inline_index += 1
+            return _record(generate_scene(self.scene_cfg, scene_seed, self.soundbank))
+        try:
+            record = self.queue.get(block=block, timeout=600 if block else None)
+        except queue.Empty:
+            return None
+        self.received += 1
+        return record
+
+    def refresh(self, max_new: int) -> int:
+        """Swap up to max_new fresh scenes into random pool positions (non-blocking for workers)."""
+        swapped = 0
+        for _ in range(max_new):
+            record = self._next(block=False)
+            if record is None:
+                break
+            self.pool[self.rng.integers(len(self.pool))] = record
+            swapped += 1
+        return swapped
+
+    def sample(self, n: int) -> list[SceneRecord]:
+        return [self.pool[i] for i in self.rng.integers(len(self.pool), size=n)]
+
+    def close(self):
+        for proc in self._procs:
+            proc.terminate()
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels
+# ----------------------------------------------------------------------------------------------
+
+
+def frame_labels(events, start: int, n_frames: int, frame_hop: int, sample_rate: int) -> np.ndarray:
+    """[n_frames, 18] 0/1: frame j covers samples [start + j*hop, start + (j+1)*hop); active when an
+    event of the class covers at least half of it."""
+    labels = np.zeros((n_frames, len(CLASSES)), dtype=np.float32)
+    frame_starts = start + np.arange(n_frames) * frame_hop
+    for label, onset, offset in events:
+        on, off = onset * sample_rate, offset * sample_rate
+        overlap = np.clip(np.minimum(frame_starts + frame_hop, off) - np.maximum(frame_starts, on), 0, None)
+        labels[overlap >= frame_hop / 2, CLASS_INDEX[label]] = 1.0
+    return labels
+
+
+def corrupt_guidance(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Make oracle 0/1 frame activity look like what the streaming SED delivers: soft values,
+    edges off by a frame or two, occasional dropouts and false blips."""
+    x = labels.astype(np.float32).copy()
+    shift = rng.integers(-2, 3)
+    if shift:
+        x = np.roll(x, shift)
+        if shift > 0:
+            x[:shift] = x[shift]
+        else:
+            x[shift:] = x[shift - 1]
+    on = rng.uniform(0.55, 1.0, size=x.shape)
+    off = rng.uniform(0.0, 0.35, size=x.shape)
+    soft = np.where(x > 0.5, on, off)
+    if rng.random() < 0.3:  # dropouts inside the event
+        soft[rng.random(x.shape) < 0.1] *= rng.uniform(0.1, 0.5)
+    kernel = np.ones(3) / 3
+    soft = np.convolve(np.pad(soft, 1, mode="edge"), kernel, mode="valid")
+    return np.clip(soft, 0.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------
+
+
+def _random_gain(rng) -> float:
+    return float(10 ** (rng.uniform(-25.0, 6.0) / 20.0))
+
+
+def sed_batch(records, window: int, n_frames: int, frame_hop: int, sample_rate: int, rng):
+    audio = np.zeros((len(records), window), dtype=np.float32)
+    frames = np.zeros((len(records), n_frames, len(CLASSES)), dtype=np.float32)
+    for i, rec in enumerate(records):
+        n = rec.mixture.shape[-1]
+        start = int(rng.integers(0, max(n - window, 0) + 1))
+        chunk = rec.mixture[0, start : start + window]
+        audio[i, : chunk.size] = chunk * _random_gain(rng)
+        frames[i] = frame_labels(rec.events, start, n_frames, frame_hop, sample_rate)
+    clips = frames.max(axis=1)
+    return torch.from_numpy(audio), torch.from_numpy(clips), torch.from_numpy(frames)
+
+
+def separator_batch(records, length: int, hop: int, guidance_hop: int, sample_rate: int, rng,
+                    p_absent: float = 0.1):
+    """One (scene, class) item per record: the target is the class's reference, or silence for an
+    absent class (so the separator learns to output nothing for a false alarm)."""
+    n_channels = records[0].mixture.shape[0]
+    mix = np.zeros((len(records), n_channels, length), dtype=np.float32)
+    target = np.zeros((len(records), length), dtype=np.float32)
+    onehot = np.zeros((len(records), len(CLASSES)), dtype=np.float32)
+    n_stft = length // hop
+    n_guidance = -(-length // guidance_hop)
+    activity = np.zeros((len(records), n_stft), dtype=np.float32)
+    present = np.zeros(len(records), dtype=np.float32)
+    stft_to_guidance = (np.arange(n_stft) * hop) // guidance_hop
+    for i, rec in enumerate(records):
+        n = rec.mixture.shape[-1]
+        classes = list(rec.sources)
+        if classes and rng.random() >= p_absent:
+            cls = classes[rng.integers(len(classes))]
+            ref = rec.sources[cls]
+            active = np.flatnonzero(np.abs(ref) > 1e-4 * (np.abs(ref).max() + 1e-12))
+            # Centre crops on the event so that most items contain target audio.
+            lo = max(0, min(int(active[0]) - length // 2, n - length)) if active.size else 0
+            hi = max(lo, min(int(active[-1]), n - length)) if active.size else max(n - length, 0)
+            start = int(rng.integers(lo, hi + 1))
+            target[i] = ref[start : start + length]
+            present[i] = 1.0
+        else:
+            absent = [c for c in CLASSES if c not in rec.sources]
+            cls = absent[rng.integers(len(absent))]
+            start = int(rng.integers(0, max(n - length, 0) + 1))
+        gain = _random_gain(rng)
+        mix[i] = rec.mixture[:, start : start + length] * gain
+        target[i] *= gain
+        onehot[i, CLASS_INDEX[cls]] = 1.0
+        labels = frame_labels([e for e in rec.events if e[0] == cls], start, n_guidance, guidance_hop, sample_rate)
+        guide = corrupt_guidance(labels[:, CLASS_INDEX[cls]], rng)
+        activity[i] = guide[stft_to_guidance]
+    return (torch.from_numpy(mix), torch.from_numpy(target), torch.from_numpy(onehot),
+            torch.from_numpy(activity), torch.from_numpy(present))

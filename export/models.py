@@ -1,0 +1,346 @@
+"""The two networks: an SGN-style class-token SED transformer and a causal, SED-guided,
+iteratively refined mask separator.
+
+Both are written so that the ONNX graphs carry every piece of state explicitly:
+- the SED is stateless (it sees a whole sliding window each call);
+- the separator's only state is its GRU hidden state, one tensor per refinement pass and slot,
+  passed in and out of every call (`state_in` / `state_out`), batch-first so that the runtime can
+  index slots along axis 0.
+
+The separator works on STFT frames that the runtime computes with numpy (`stream_s5.dsp`); the
+torch twin of that STFT lives here (`causal_stft` / `causal_istft`) and is tested to match it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_CLASSES = 18
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration (stored verbatim in checkpoints and in bundle.json provenance)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SedConfig:
+    sample_rate: int = 16000
+    window: int = 20480  # samples per SED call (1.28 s at 16 kHz)
+    n_fft: int = 512
+    win_length: int = 400
+    mel_hop: int = 160  # 10 ms mel frames
+    n_mels: int = 64
+    patch_frames: int = 4  # 4 mel frames = 40 ms per patch = frame-level output resolution
+    dim: int = 128
+    depth: int = 3
+    heads: int = 4
+    ff_mult: int = 2
+    n_classes: int = N_CLASSES
+    dropout: float = 0.1
+
+    @property
+    def n_frames(self) -> int:
+        return self.window // self.mel_hop
+
+    @property
+    def n_patches(self) -> int:
+        return self.n_frames // self.patch_frames
+
+    @property
+    def frame_hop(self) -> int:
+        return self.mel_hop * self.patch_frames
+
+
+@dataclass
+class SeparatorConfig:
+    sample_rate: int = 16000
+    n_fft: int = 256
+    hop: int = 128
+    hidden: int = 192
+    layers: int = 2
+    class_dim: int = 32
+    n_classes: int = N_CLASSES
+    max_passes: int = 3
+    channels: int = 1  # >1: spatial input; the estimate is for the reference (first) channel
+    guidance: str = "frame"  # "frame": time-varying SED activity; "clip": constant presence only
+
+    @property
+    def n_freq(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        return (self.layers, self.hidden)
+
+
+@dataclass
+class ModelConfig:
+    sed: SedConfig = field(default_factory=SedConfig)
+    separator: SeparatorConfig = field(default_factory=SeparatorConfig)
+
+    def to_dict(self) -> dict:
+        return {"sed": asdict(self.sed), "separator": asdict(self.separator)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(sed=SedConfig(**d["sed"]), separator=SeparatorConfig(**d["separator"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# DSP shared with the runtime
+# ----------------------------------------------------------------------------------------------
+
+
+def sqrt_hann(n: int) -> torch.Tensor:
+    # Periodic Hann sums to 1 at 50 % overlap, so sqrt-Hann analysis x synthesis reconstructs exactly.
+    return torch.sqrt(torch.hann_window(n, periodic=True))
+
+
+def causal_stft(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """[..., N] → [..., T, 2, F] with T = N // hop; frame t ends at sample (t + 1) * hop.
+
+    The n_fft - hop samples before the signal are zeros, exactly as the runtime's ring starts."""
+    frames = audio.shape[-1] // hop
+    padded = F.pad(audio[..., : frames * hop], (n_fft - hop, 0))
+    framed = padded.unfold(-1, n_fft, hop) * sqrt_hann(n_fft).to(audio)
+    spec = torch.fft.rfft(framed, dim=-1)
+    return torch.stack([spec.real, spec.imag], dim=-2)
+
+
+def mixture_stft(mixture: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """[B, C, N] → [B, T, C, 2, F], the separator's `mix` input layout."""
+    return causal_stft(mixture, n_fft, hop).transpose(1, 2)
+
+
+def causal_istft(spec: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """[B, T, 2, F] → [B, T * hop], aligned with the input timeline (the algorithmic delay removed).
+
+    Output sample n needs frames up to (n // hop) + (n_fft // hop) - 1; the streaming runtime emits it
+    that many hops later, this offline twin simply realigns."""
+    batch, frames = spec.shape[:2]
+    complex_spec = torch.complex(spec[:, :, 0], spec[:, :, 1])
+    framed = torch.fft.irfft(complex_spec, n=n_fft, dim=-1) * sqrt_hann(n_fft).to(spec.real)
+    total = (frames - 1) * hop + n_fft
+    out = F.fold(
+        framed.transpose(1, 2),
+        output_size=(1, total),
+        kernel_size=(1, n_fft),
+        stride=(1, hop),
+    ).reshape(batch, total)
+    # Frame t covered [(t+1)*hop - n_fft, (t+1)*hop): drop the leading pad to realign.
+    return out[:, n_fft - hop : n_fft - hop + frames * hop]
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 40.0, fmax: float | None = None) -> np.ndarray:
+    """HTK-style triangular mel filters, [n_mels, n_fft // 2 + 1]."""
+    fmax = fmax or sample_rate / 2
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    inv = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = inv(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    bank = np.zeros((n_mels, freqs.size), dtype=np.float32)
+    for i in range(n_mels):
+        lo, mid, hi = edges[i], edges[i + 1], edges[i + 2]
+        up = (freqs - lo) / max(mid - lo, 1e-9)
+        down = (hi - freqs) / max(hi - mid, 1e-9)
+        bank[i] = np.maximum(0.0, np.minimum(up, down))
+    return bank
+
+
+# ----------------------------------------------------------------------------------------------
+# SED: class tokens attend with audio patches; category-aware grouping → one embedding per class
+# ----------------------------------------------------------------------------------------------
+
+
+class SedNet(nn.Module):
+    def __init__(self, cfg: SedConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("stft_window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)), persistent=False)
+        self.input_norm = nn.BatchNorm1d(cfg.n_mels)
+        self.patch_embed = nn.Linear(cfg.n_mels * cfg.patch_frames, cfg.dim)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.n_patches, cfg.dim))
+        self.class_tokens = nn.Parameter(torch.randn(1, cfg.n_classes, cfg.dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.dim, cfg.heads, cfg.dim * cfg.ff_mult, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.dim)
+        # Category-aware grouping: patches softly assigned to classes by token similarity.
+        self.group_query = nn.Linear(cfg.dim, cfg.dim)
+        self.group_key = nn.Linear(cfg.dim, cfg.dim)
+        self.clip_weight = nn.Parameter(torch.randn(cfg.n_classes, cfg.dim) * 0.02)
+        self.clip_bias = nn.Parameter(torch.full((cfg.n_classes,), -2.0))
+        self.frame_proj = nn.Linear(cfg.dim, cfg.dim)
+        self.frame_class_proj = nn.Linear(cfg.dim, cfg.dim)
+        self.frame_bias = nn.Parameter(torch.full((cfg.n_classes,), -2.0))
+        # Class-token constraint (SGN): each output class token must classify as its own class.
+        self.token_classifier = nn.Linear(cfg.dim, cfg.n_classes)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        # Left pad so that there are exactly window / mel_hop frames and frame i ends at (i+1)*mel_hop.
+        padded = F.pad(audio, (cfg.n_fft - cfg.mel_hop, 0))
+        spec = torch.stft(
+            padded, cfg.n_fft, cfg.mel_hop, cfg.win_length, self.stft_window, center=False, return_complex=False
+        )
+        power = spec[..., 0] ** 2 + spec[..., 1] ** 2  # [B, F, frames]
+        mel = torch.matmul(self.mel, power)
+        return torch.log(mel + 1e-6)[:, :, : cfg.n_frames]
+
+    def forward(self, audio: torch.Tensor):
+        """audio [B, window] → clip_probs [B, C], frame_probs [B, P, C], class_embeddings [B, C, D],
+        plus logits and token logits for training (the exported graph drops those)."""
+        cfg = self.cfg
+        feats = self.input_norm(self.log_mel(audio))  # [B, M, frames]
+        batch = feats.shape[0]
+        patches = feats.reshape(batch, cfg.n_mels, cfg.n_patches, cfg.patch_frames)
+        patches = patches.permute(0, 2, 1, 3).reshape(batch, cfg.n_patches, cfg.n_mels * cfg.patch_frames)
+        tokens = torch.cat([self.patch_embed(patches) + self.pos, self.class_tokens.expand(batch, -1, -1)], dim=1)
+        tokens = self.norm(self.encoder(tokens))
+        patch_feats, class_feats = tokens[:, : cfg.n_patches], tokens[:, cfg.n_patches :]
+
+        similarity = torch.matmul(self.group_query(patch_feats), self.group_key(class_feats).transpose(1, 2))
+        assign = torch.softmax(similarity / math.sqrt(cfg.dim), dim=-1)  # [B, P, C]: each patch → classes
+        grouped = torch.matmul(assign.transpose(1, 2), patch_feats) / (assign.sum(1).unsqueeze(-1) + 1e-4)
+        class_embeddings = grouped + class_feats
+        clip_logits = (class_embeddings * self.clip_weight).sum(-1) + self.clip_bias
+
+        frame_q = F.normalize(self.frame_proj(patch_feats), dim=-1)
+        frame_k = F.normalize(self.frame_class_proj(class_feats), dim=-1)
+        frame_logits = 10.0 * torch.matmul(frame_q, frame_k.transpose(1, 2)) + self.frame_bias
+        token_logits = self.token_classifier(class_feats)  # [B, C, C]
+        return {
+            "clip_probs": torch.sigmoid(clip_logits),
+            "frame_probs": torch.sigmoid(frame_logits),
+            "class_embeddings": class_embeddings,
+            "clip_logits": clip_logits,
+            "frame_logits": frame_logits,
+            "token_logits": token_logits,
+        }
+
+
+class SedExport(nn.Module):
+    """The graph the runtime sees: three outputs, no training heads."""
+
+    def __init__(self, net: SedNet):
+        super().__init__()
+        self.net = net
+        # torch.onnx.export restores the wrapper's mode recursively afterwards: keep it eval.
+        self.eval()
+
+    def forward(self, audio):
+        out = self.net(audio)
+        return out["clip_probs"], out["frame_probs"], out["class_embeddings"]
+
+
+def sed_loss(out: dict, clip_labels: torch.Tensor, frame_labels: torch.Tensor, token_weight: float = 0.1):
+    """BCE on window and frame labels + SGN's class-token constraint."""
+    clip = F.binary_cross_entropy_with_logits(out["clip_logits"], clip_labels)
+    frame = F.binary_cross_entropy_with_logits(out["frame_logits"], frame_labels)
+    n_classes = out["token_logits"].shape[-1]
+    target = torch.arange(n_classes, device=clip_labels.device).expand(out["token_logits"].shape[0], -1)
+    token = F.cross_entropy(out["token_logits"].reshape(-1, n_classes), target.reshape(-1))
+    return clip + frame + token_weight * token, {"clip": clip.item(), "frame": frame.item(), "token": token.item()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Separator: one refinement pass, causal, FiLM-conditioned on class and per-frame SED activity
+# ----------------------------------------------------------------------------------------------
+
+
+class FiLM(nn.Module):
+    def __init__(self, cond_dim: int, features: int):
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * features)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x, cond):
+        gamma, beta = self.proj(cond).chunk(2, dim=-1)
+        return x * (1.0 + gamma) + beta
+
+
+class SeparatorNet(nn.Module):
+    """One pass: (mixture STFT, previous estimate STFT, class, activity, pass index, GRU state) →
+    (estimate STFT, GRU state). Frame t depends on frames ≤ t only (GRU + per-frame layers)."""
+
+    def __init__(self, cfg: SeparatorConfig):
+        super().__init__()
+        self.cfg = cfg
+        n_freq, hidden = cfg.n_freq, cfg.hidden
+        self.class_embed = nn.Linear(cfg.n_classes, cfg.class_dim, bias=False)
+        self.pass_embed = nn.Embedding(cfg.max_passes, cfg.class_dim)
+        cond_dim = 2 * cfg.class_dim
+        self.cond_mlp = nn.Sequential(nn.Linear(cond_dim + 1, cond_dim), nn.GELU(), nn.Linear(cond_dim, cond_dim))
+        # Per channel log power, inter-channel phase differences (cos, sin) against the reference
+        # channel, and the previous pass's log power.
+        in_features = n_freq * (cfg.channels + 2 * (cfg.channels - 1) + 1)
+        self.in_norm = nn.LayerNorm(in_features)
+        self.in_proj = nn.Linear(in_features, hidden)
+        self.film_in = FiLM(cond_dim, hidden)
+        self.gru = nn.GRU(hidden, hidden, cfg.layers, batch_first=True)
+        self.film_out = FiLM(cond_dim, hidden)
+        self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_freq))
+
+    @staticmethod
+    def _log_power(spec):
+        return torch.log(spec[..., 0, :] ** 2 + spec[..., 1, :] ** 2 + 1e-8)
+
+    def _features(self, mix, prev):
+        batch, frames = mix.shape[:2]
+        parts = [self._log_power(mix).reshape(batch, frames, -1)]
+        if self.cfg.channels > 1:
+            ref, others = mix[:, :, :1], mix[:, :, 1:]
+            # cross spectrum other * conj(ref): its phase is the inter-channel phase difference
+            cross_re = others[:, :, :, 0] * ref[:, :, :, 0] + others[:, :, :, 1] * ref[:, :, :, 1]
+            cross_im = others[:, :, :, 1] * ref[:, :, :, 0] - others[:, :, :, 0] * ref[:, :, :, 1]
+            magnitude = torch.sqrt(cross_re**2 + cross_im**2 + 1e-12)
+            parts += [(cross_re / magnitude).reshape(batch, frames, -1), (cross_im / magnitude).reshape(batch, frames, -1)]
+        parts.append(self._log_power(prev))
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, mix, prev, class_onehot, activity, pass_index, state_in):
+        """mix [B, T, channels, 2, F]; prev [B, T, 2, F]; class_onehot [B, C]; activity [B, T];
+        pass_index [B] int64; state_in [B, layers, hidden]."""
+        if self.cfg.guidance == "clip":
+            activity = torch.ones_like(activity)
+        frames = mix.shape[1]
+        cond = torch.cat([self.class_embed(class_onehot), self.pass_embed(pass_index)], dim=-1)
+        cond = cond.unsqueeze(1).expand(-1, frames, -1)
+        cond = self.cond_mlp(torch.cat([cond, activity.unsqueeze(-1)], dim=-1))
+        x = self.film_in(self.in_proj(self.in_norm(self._features(mix, prev))), cond)
+        x, state_out = self.gru(x, state_in.transpose(0, 1).contiguous())
+        x = self.film_out(x, cond)
+        mask = torch.sigmoid(self.out(x)).unsqueeze(2)  # [B, T, 1, F]: magnitude mask, reference channel
+        return mix[:, :, 0] * mask, state_out.transpose(0, 1)
+
+    def zero_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, self.cfg.layers, self.cfg.hidden)
+
+    def refine(self, mix, class_onehot, activity, passes: int, detach_between: bool = True):
+        """Run `passes` refinement passes offline over whole sequences; returns the list of estimates.
+        Earlier passes are detached (stop-gradient) during training, as in the seed system."""
+        batch = mix.shape[0]
+        prev = torch.zeros_like(mix[:, :, 0])
+        estimates = []
+        for k in range(passes):
+            pass_index = torch.full((batch,), k, dtype=torch.long, device=mix.device)
+            est, _ = self(mix, prev.detach() if detach_between else prev, class_onehot, activity, pass_index,
+                          self.zero_state(batch).to(mix))
+            estimates.append(est)
+            prev = est
+        return estimates
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,224 @@
+"""Train the SED and the separator together on synthesised scenes.
+
+    python -m export.train --preset full --out runs/full            # hours on 2 CPU cores
+    python -m export.train --preset full --out runs/full --resume   # continue after a stop
+    python -m export.train --preset test --out /tmp/run             # seconds (tests)
+
+Each step does one SED update (window + frame BCE + class-token constraint) and one separator update
+(random number of refinement passes 1..max_passes, stop-gradient through earlier passes, loss on
+the last pass). Checkpoints are plain dicts of tensors and numbers (`torch.load(weights_only=True)`),
+written atomically every `--checkpoint-every` steps and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from export.data import ScenePool, sed_batch, separator_batch
+from export.models import ModelConfig, SedConfig, SedNet, SeparatorConfig, SeparatorNet, causal_istft, mixture_stft, sed_loss
+from stream_s5.synth.scenes import SceneConfig
+
+PRESETS: dict[str, dict] = {
+    # Seconds: tiny networks, a handful of steps, scenes synthesised inline. For tests and CI.
+    "test": dict(steps=3, sed=dict(dim=32, depth=1, heads=2, dropout=0.0), separator=dict(hidden=32, layers=1),
+                 sed_batch=4, sep_batch=2, sep_seconds=0.64, scene_seconds=3.0, pool=4, workers=0,
+                 lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0),
+    # Minutes: the default architecture trained briefly; gives the runtime a real model early.
+    "quick": dict(steps=600, sed=dict(), separator=dict(), sed_batch=24, sep_batch=12, sep_seconds=2.048,
+                  scene_seconds=4.0, pool=256, workers=1, lr=1e-3, warmup=100, checkpoint_every=100,
+                  soundbank_clips=60),
+    # Hours: the recipe of the default bundle.
+    "full": dict(steps=30000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
+                 scene_seconds=4.0, pool=1024, workers=1, lr=1e-3, warmup=500, checkpoint_every=250,
+                 soundbank_clips=200),
+}
+
+
+def separation_loss(est_wave, target, mix_ref, present, tau: float = 1e-3):
+    """Thresholded negative SNR (capped at 30 dB) for present targets; for absent classes the
+    estimate's energy relative to the mixture (floored at −30 dB)."""
+    err = ((target - est_wave) ** 2).sum(-1)
+    ref_energy = (target**2).sum(-1)
+    mix_energy = (mix_ref**2).sum(-1)
+    snr_term = 10 * torch.log10(err + tau * ref_energy + 1e-9) - 10 * torch.log10(ref_energy + 1e-9)
+    silence_term = 10 * torch.log10((est_wave**2).sum(-1) + tau * mix_energy + 1e-9) - 10 * torch.log10(mix_energy + 1e-9)
+    has_target = (present > 0) & (ref_energy > 1e-6 * mix_energy)
+    return torch.where(has_target, snr_term, silence_term).mean()
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def build_config(preset: dict, args) -> ModelConfig:
+    sed = SedConfig(sample_rate=args.sample_rate, **preset["sed"])
+    sep = SeparatorConfig(sample_rate=args.sample_rate, channels=args.channels, guidance=args.guidance, **preset["separator"])
+    return ModelConfig(sed=sed, separator=sep)
+
+
+def save_checkpoint(path: Path, state: dict):
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def ensure_soundbank(args, preset) -> str | None:
+    """Render the procedural soundbank once into a folder, so that procedural and real material
+    train through the same `Soundbank.from_folder` path. `--soundbank DIR` uses a user's folder."""
+    if args.soundbank:
+        return args.soundbank
+    if preset["soundbank_clips"] == 0:
+        return None  # test preset: synthesise inline
+    from stream_s5.synth.soundbank import write_soundbank
+
+    folder = Path(args.cache) / f"soundbank_sr{args.sample_rate}_seed{args.seed}_n{preset['soundbank_clips']}"
+    if not (folder / "soundbank.json").exists():
+        print(f"rendering procedural soundbank into {folder} …", flush=True)
+        write_soundbank(folder, sr=args.sample_rate, n_per_class=preset["soundbank_clips"],
+                        n_interference=preset["soundbank_clips"] * 2, n_noise=preset["soundbank_clips"], seed=args.seed)
+    return str(folder)
+
+
+def train(args) -> Path:
+    preset = dict(PRESETS[args.preset])
+    if args.steps:
+        preset["steps"] = args.steps
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    cfg = build_config(preset, args)
+    sed, sep = SedNet(cfg.sed), SeparatorNet(cfg.separator)
+    opt_sed = torch.optim.AdamW(sed.parameters(), lr=preset["lr"], weight_decay=0.01)
+    opt_sep = torch.optim.AdamW(sep.parameters(), lr=preset["lr"], weight_decay=0.01)
+    step, elapsed = 0, 0.0
+    if args.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
+        sed, sep = SedNet(cfg.sed), SeparatorNet(cfg.separator)
+        sed.load_state_dict(state["sed"])
+        sep.load_state_dict(state["separator"])
+        opt_sed = torch.optim.AdamW(sed.parameters(), lr=preset["lr"], weight_decay=0.01)
+        opt_sep = torch.optim.AdamW(sep.parameters(), lr=preset["lr"], weight_decay=0.01)
+        opt_sed.load_state_dict(state["opt_sed"])
+        opt_sep.load_state_dict(state["opt_sep"])
+        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+        print(f"resumed {ckpt_path} at step {step}", flush=True)
+
+    scene_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
+                            room=args.channels > 1)
+    soundbank_dir = ensure_soundbank(args, preset)
+    # The data stream restarts from the step on resume: scene indices continue, never repeat.
+    pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
+                     start_index=step * 4)
+    rng = np.random.default_rng([args.seed, 3, step])
+    sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
+    recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
+              "seed": args.seed, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "threads": args.threads}
+
+    def snapshot():
+        return {"config_json": json.dumps(cfg.to_dict()), "recipe_json": json.dumps(recipe),
+                "sed": sed.state_dict(), "separator": sep.state_dict(),
+                "opt_sed": opt_sed.state_dict(), "opt_sep": opt_sep.state_dict(),
+                "step": step, "elapsed_s": elapsed}
+
+    stop = {"now": False}
+    previous_handler = signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
+    log = open(out / "log.jsonl", "a")
+    sed.train(), sep.train()
+    t_last = time.time()
+    running: dict[str, float] = {}
+    with Progress(TextColumn("[bold]train[/] {task.fields[info]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), disable=args.quiet) as progress:
+        task = progress.add_task("train", total=preset["steps"], completed=step, info="")
+        try:
+            while step < preset["steps"] and not stop["now"]:
+                pool.refresh(max_new=4)
+                lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"])
+                for group in opt_sed.param_groups + opt_sep.param_groups:
+                    group["lr"] = lr
+
+                audio, clip_y, frame_y = sed_batch(pool.sample(preset["sed_batch"]), cfg.sed.window, cfg.sed.n_patches,
+                                                   cfg.sed.frame_hop, args.sample_rate, rng)
+                loss_sed, parts = sed_loss(sed(audio), clip_y, frame_y)
+                opt_sed.zero_grad()
+                loss_sed.backward()
+                torch.nn.utils.clip_grad_norm_(sed.parameters(), 5.0)
+                opt_sed.step()
+
+                mix, target, onehot, activity, present = separator_batch(
+                    pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng)
+                passes = int(rng.integers(1, cfg.separator.max_passes + 1))
+                spec = mixture_stft(mix, cfg.separator.n_fft, cfg.separator.hop)
+                est = sep.refine(spec, onehot, activity, passes)[-1]
+                est_wave = causal_istft(est, cfg.separator.n_fft, cfg.separator.hop)
+                loss_sep = separation_loss(est_wave, target, mix[:, 0], present)
+                opt_sep.zero_grad()
+                loss_sep.backward()
+                torch.nn.utils.clip_grad_norm_(sep.parameters(), 5.0)
+                opt_sep.step()
+
+                step += 1
+                now = time.time()
+                elapsed += now - t_last
+                t_last = now
+                for key, value in {"sed": loss_sed.item(), "sep": loss_sep.item(), **parts}.items():
+                    running[key] = value if key not in running else 0.98 * running[key] + 0.02 * value
+                progress.update(task, completed=step, info=f"sed {running['sed']:.3f} sep {running['sep']:+.2f} dB lr {lr:.1e}")
+                if step % 25 == 0 or step == preset["steps"]:
+                    log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": lr, "passes": passes,
+                                          **{k: round(v, 4) for k, v in running.items()}}) + "\n")
+                    log.flush()
+                if step % preset["checkpoint_every"] == 0:
+                    save_checkpoint(ckpt_path, snapshot())
+        except KeyboardInterrupt:
+            print("interrupted: saving checkpoint", flush=True)
+        finally:
+            save_checkpoint(ckpt_path, snapshot())
+            pool.close()
+            log.close()
+            signal.signal(signal.SIGTERM, previous_handler)
+    print(f"step {step}/{preset['steps']} in {elapsed / 60:.1f} min → {ckpt_path}", flush=True)
+    return ckpt_path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.jsonl)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--steps", type=int, default=0, help="override the preset's step count")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--channels", type=int, default=1, help="4 = room-simulated tetrahedral array (spatial bundle)")
+    p.add_argument("--guidance", choices=["frame", "clip"], default="frame",
+                   help="separator conditioning: time-varying SED activity, or clip-level presence (ablation)")
+    p.add_argument("--soundbank", default=None, help="a soundbank folder of real material (<Class>/*.wav, …)")
+    p.add_argument("--cache", default="cache", help="where the procedural soundbank is rendered")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the scene worker takes another core)")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
