@@ -52,6 +52,7 @@ expected inside ``[0, duration]``; negative onsets are clipped to 0 for the segm
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -307,7 +308,7 @@ def _per_file(
         keys = list(references) + [k for k in estimates if k not in references]
         refs = [references.get(k, ()) for k in keys]
         ests = [estimates.get(k, ()) for k in keys]
-        if durations is None or isinstance(durations, (int, float)):
+        if durations is None or isinstance(durations, numbers.Real):
             durs = [durations] * len(keys)
         elif isinstance(durations, Mapping):
             missing = [k for k in keys if k not in durations]
@@ -321,7 +322,7 @@ def _per_file(
         if len(refs) != len(ests):
             raise ValueError(f"{len(refs)} reference files but {len(ests)} estimated files")
         keys = list(range(len(refs)))
-        if durations is None or isinstance(durations, (int, float)):
+        if durations is None or isinstance(durations, numbers.Real):
             durs = [durations] * len(refs)
         else:
             durs = list(durations)
@@ -525,7 +526,7 @@ def false_alarms_per_hour(estimate_lists_for_no_target_scenes: Any, durations: A
     else:
         lists = list(lists)
         n_events = sum(len(v or ()) for v in lists)
-        if isinstance(durations, (int, float)):
+        if isinstance(durations, numbers.Real):
             total = float(durations)
         else:
             durs = [float(d) for d in durations]

@@ -1,0 +1,326 @@
+"""The streaming engine: `feed()` any number of samples, get back what is ready.
+
+    from stream_s5 import Engine
+    engine = Engine(classes="auto", input_rate=44100, input_channels=2)
+    for chunk in chunks:
+        out = engine.feed(chunk)        # EngineOutput: per-class audio, backfills, events
+    out = engine.flush()                # the rest, up to exactly the input length
+
+Data path per hop (bundle `hop` samples at the bundle rate):
+input conditioning → ring → STFT frame → separator passes over the occupied slots → overlap-add;
+every SED hop: SED on the ring's newest window → activity timeline → tracker → slot changes
+(new slots are caught up from their onset: backfill).
+
+Output timeline: `EngineOutput.audio[label]` holds samples [start, start + n) of the *input
+timeline at the bundle rate*; the algorithmic latency (n_fft samples) is already taken out, so
+writers can place samples directly. Everything depends only on the input samples, never on how
+they were chunked: feeding sample by sample or all at once gives bit-identical output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream_s5.bundle import Bundle, load_bundle
+from stream_s5.conditioning import InputConditioner
+from stream_s5.labels import parse_class_list
+from stream_s5.ring import RingBuffer
+from stream_s5.sed import ActivityTimeline, SedScheduler
+from stream_s5.separator import SeparatorBank
+from stream_s5.sessions import SedModel, SeparatorModel, choose_providers
+from stream_s5.tracker import ClassTracker, Event, TrackerOptions
+
+__all__ = ["Engine", "EngineOptions", "EngineOutput", "Backfill", "BudgetError", "StageTimer"]
+
+
+class BudgetError(RuntimeError):
+    """The requested refinement passes cannot run within the latency budget on this machine."""
+
+
+@dataclass
+class EngineOptions:
+    threads: int = 1
+    budget_ms: float | None = None  # per-hop compute budget; default: the bundle's
+    calibrate: bool = True
+    history_s: float = 2.5  # ring length: SED window + backfill pre-roll
+    clip_level: float = 1.0
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+
+
+@dataclass
+class Backfill:
+    label: str
+    start: int  # first sample on the timeline (bundle rate)
+    audio: np.ndarray
+
+
+@dataclass
+class EngineOutput:
+    start: int
+    length: int
+    audio: dict[str, np.ndarray]  # label → [length] for classes with a slot; others are silent
+    backfill: list[Backfill]
+    events: list[Event]  # opened (offset None) or closed now
+
+
+class StageTimer:
+    """Per-stage durations in a preallocated buffer (no growth while running)."""
+
+    def __init__(self, capacity: int = 1 << 16):
+        self.values = np.zeros(capacity, dtype=np.float64)
+        self.count = 0
+
+    def add(self, seconds: float):
+        self.values[self.count % self.values.size] = seconds
+        self.count += 1
+
+    def summary(self) -> dict:
+        n = min(self.count, self.values.size)
+        if n == 0:
+            return {"count": 0}
+        v = self.values[:n] * 1000.0
+        return {"count": self.count, "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+                "max_ms": float(v.max()), "mean_ms": float(v.mean())}
+
+
+class Engine:
+    def __init__(self, bundle: Bundle | str | None = None, classes="auto", refine: int | str | None = None,
+                 device: str = "auto", input_rate: int | None = None, input_channels: int | None = None,
+                 options: EngineOptions | None = None):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.options = options or EngineOptions()
+        b = self.bundle
+        self.rate, self.channels, self.hop = b.sample_rate, b.channels, b.hop
+        self.n_fft = int(b.separator["n_fft"])
+        self.latency = b.algorithmic_latency
+        self.classes = b.classes
+        self.fixed = None if classes in (None, "auto") else tuple(
+            parse_class_list(classes, self.classes) if isinstance(classes, str) else parse_class_list(",".join(classes), self.classes))
+        self.providers, self.device_note = choose_providers(device)
+        self.sed_model = SedModel(b, self.providers, self.options.threads)
+        self.sep_model = SeparatorModel(b, self.providers, self.options.threads)
+        self.budget_ms = self.options.budget_ms or b.budget_ms
+        self.passes = self._passes_requested(refine)
+        self.input_rate = input_rate or self.rate
+        self.input_channels = input_channels or self.channels
+        self._build()
+        self.calibration: dict = {}
+        if self.options.calibrate:
+            self.calibrate(refine_auto=refine == "auto")
+
+    # ------------------------------------------------------------------ set-up
+    def _passes_requested(self, refine) -> int:
+        max_passes = int(self.bundle.separator["max_passes"])
+        if refine in (None, "auto"):
+            return int(self.bundle.separator["passes"])
+        k = int(refine)
+        if not 1 <= k <= max_passes:
+            raise ValueError(f"refinement passes must be 1..{max_passes} for this bundle, not {k}")
+        return k
+
+    def _build(self):
+        b = self.bundle
+        history = int(self.options.history_s * self.rate)
+        history = max(history, int(b.sed["window"]) + 4 * self.n_fft)
+        self.ring = RingBuffer(self.channels, history)
+        self.history_frames = history // self.hop
+        n_slots = len(self.fixed) if self.fixed is not None else int(b.separator["class_slots"])
+        self.bank = SeparatorBank(self.sep_model, n_slots, self.passes, self.n_fft, self.hop, self.channels,
+                                  len(self.classes), self.history_frames)
+        self.sed = SedScheduler(self.sed_model, int(b.sed["window"]), int(b.sed["hop"]), int(b.sed["frame_hop"]),
+                                self.channels)
+        self.activity = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
+        self.tracker = ClassTracker(self.classes, n_slots, self.rate, self.options.tracker, self.fixed,
+                                    hop_frames=max(1, int(b.sed["hop"]) // int(b.sed["frame_hop"])))
+        if self.fixed is not None:
+            for slot, label in enumerate(self.fixed):
+                self.bank.assign(slot, self.classes.index(label), 0, -1, np.zeros(0))
+        self.conditioner = InputConditioner(self.input_rate, self.input_channels, self.rate, self.channels,
+                                            self.options.clip_level)
+        self._pending = np.zeros((self.channels, 0), np.float32)  # conditioned samples not yet a full hop
+        self._frame = np.zeros((self.channels, self.n_fft), np.float32)
+        self._slot_activity = np.zeros(n_slots, np.float32)
+        self.frames_done = 0  # hops processed
+        self.flushed = False
+        self.timers = {k: StageTimer() for k in ("block", "sed", "separator", "tracker", "conditioning")}
+        self.deadline_misses = 0
+
+    def reset(self):
+        """Forget the stream (states, ring, tracker, counters); keep sessions and calibration."""
+        self._build()
+
+    # ------------------------------------------------------------------ streaming
+    @property
+    def emitted(self) -> int:
+        """Samples of the output timeline finished so far."""
+        return max(0, self.frames_done * self.hop - (self.n_fft - self.hop))
+
+    def feed(self, samples) -> EngineOutput:
+        """samples: [n] or [n, channels] at `input_rate` (any n, including 0)."""
+        if self.flushed:
+            raise RuntimeError("engine was flushed: call reset() to start a new stream")
+        t0 = time.perf_counter()
+        x = self.conditioner(samples)
+        self.timers["conditioning"].add(time.perf_counter() - t0)
+        return self._process(x)
+
+    def flush(self) -> EngineOutput:
+        """End of stream: push out everything, trimmed to exactly the input length (bundle rate)."""
+        if self.flushed:
+            raise RuntimeError("engine already flushed")
+        total = self.conditioner.expected_output_length()
+        tail = self.conditioner.flush()
+        have = self.ring.written + self._pending.shape[1] + tail.shape[1]
+        # zeros to finish the last hop and to push the last samples through the overlap-add
+        need = -(-max(total, have) // self.hop) * self.hop + (self.n_fft - self.hop) - have
+        pad = np.zeros((self.channels, max(need, 0)), np.float32)
+        out = self._process(np.concatenate([tail, pad], axis=1), limit=total)
+        closed = self.tracker.close(total)
+        out.events.extend(closed)
+        self.flushed = True
+        return out
+
+    def _process(self, x: np.ndarray, limit: int | None = None) -> EngineOutput:
+        start = self.emitted
+        if self._pending.shape[1]:
+            x = np.concatenate([self._pending, x], axis=1)
+        n_hops = x.shape[1] // self.hop
+        self._pending = x[:, n_hops * self.hop :].copy()
+        chunks: dict[str, list[np.ndarray]] = {}
+        backfills: list[Backfill] = []
+        events: list[Event] = []
+        for h in range(n_hops):
+            self._hop(x[:, h * self.hop : (h + 1) * self.hop], chunks, backfills, events)
+        end = self.emitted if limit is None else min(self.emitted, limit)
+        length = max(0, end - start)
+        audio = {}
+        for label, parts in chunks.items():
+            # parts are (block_start, samples); a class that got its slot mid-call starts later
+            buf = np.zeros(length, np.float32)
+            for block_start, samples in parts:
+                lo = block_start - start
+                if lo < 0:  # the first hop of the stream covers samples before its start
+                    samples, lo = samples[-lo:], 0
+                hi = min(lo + samples.size, length)
+                if hi > lo:
+                    buf[lo:hi] = samples[: hi - lo]
+            audio[label] = buf
+        # backfills are clipped to the timeline: [0, limit)
+        clipped = []
+        for bf in backfills:
+            audio, first = bf.audio, bf.start
+            if first < 0:
+                audio, first = audio[-first:], 0
+            if limit is not None:
+                audio = audio[: max(0, limit - first)]
+            clipped.append(Backfill(bf.label, first, audio))
+        backfills = clipped
+        return EngineOutput(start, length, audio, backfills, events)
+
+    def _hop(self, block: np.ndarray, chunks, backfills, events):
+        t0 = time.perf_counter()
+        self.ring.write(block)
+        frame_index = self.frames_done
+        block_start = (frame_index + 1) * self.hop - self.n_fft  # what this frame's overlap-add finishes
+        end = self.ring.written
+        self.ring.read(end - self.n_fft, end, out=self._frame)
+        spec = self.bank.analyse(frame_index, self._frame)
+        # separator for the classes holding slots, guided by their SED activity at this frame
+        t1 = time.perf_counter()
+        for slot in self.bank.occupied:
+            self._slot_activity[slot] = self.activity.get(np.array([frame_index]), self.bank.slot_class[slot])[0]
+        slots, audio = self.bank.step(spec, self._slot_activity)
+        for slot, samples in zip(slots, audio):
+            chunks.setdefault(self.classes[self.bank.slot_class[slot]], []).append((block_start, samples))
+        self.frames_done += 1
+        t2 = time.perf_counter()
+        self.timers["separator"].add(t2 - t1)
+        if self.sed.due(end):
+            result = self.sed.run(self.ring, end)
+            t3 = time.perf_counter()
+            self.timers["sed"].add(t3 - t2)
+            self.activity.write(result)
+            new_events, changes = self.tracker.update(result)
+            events.extend(new_events)
+            for change in changes:
+                if change.label is None:
+                    self.bank.release(change.slot)
+                    continue
+                first = max(change.start_sample // self.hop, frame_index - self.history_frames + 1, 0)
+                frames = np.arange(first, frame_index + 1)
+                class_index = self.classes.index(change.label)
+                audio = self.bank.assign(change.slot, class_index, first, frame_index,
+                                         self.activity.get(frames, class_index))
+                backfills.append(Backfill(change.label, (first + 1) * self.hop - self.n_fft, audio))
+            self.timers["tracker"].add(time.perf_counter() - t3)
+        elapsed = time.perf_counter() - t0
+        self.timers["block"].add(elapsed)
+        if elapsed * 1000.0 > self.budget_ms:
+            self.deadline_misses += 1
+
+    # ------------------------------------------------------------------ budget
+    def calibrate(self, refine_auto: bool = False, blocks: int = 30) -> dict:
+        """Time full-load hops (every slot occupied) and a SED call; refuse a pass count whose mean
+        per-hop cost (SED amortised over its hop) exceeds the budget, or lower it with refine_auto."""
+        b = self.bundle
+        n_slots = self.bank.n_slots
+        spec = np.zeros((self.channels, 2, self.n_fft // 2 + 1), np.float32)
+        mix = np.ascontiguousarray(np.broadcast_to(spec, (n_slots, 1, *spec.shape)))
+        onehot = np.eye(len(self.classes), dtype=np.float32)[np.arange(n_slots) % len(self.classes)]
+        state = np.zeros((n_slots, *self.sep_model.state_shape), np.float32)
+        activity = np.ones((n_slots, 1), np.float32)
+        prev = np.zeros((n_slots, 1, 2, spec.shape[-1]), np.float32)
+        per_pass = []
+        for i in range(blocks + 3):
+            t = time.perf_counter()
+            self.sep_model(mix, prev, onehot, activity, np.zeros(n_slots, np.int64), state)
+            if i >= 3:  # the first calls pay for allocations
+                per_pass.append(time.perf_counter() - t)
+        window = np.zeros((1, int(b.sed["window"])), np.float32)
+        sed_times = []
+        for i in range(5):
+            t = time.perf_counter()
+            self.sed_model(window)
+            if i >= 1:
+                sed_times.append(time.perf_counter() - t)
+        pass_ms = float(np.median(per_pass)) * 1000
+        sed_ms = float(np.median(sed_times)) * 1000
+        hops_per_sed = int(b.sed["hop"]) // self.hop
+        cost = lambda k: k * pass_ms + sed_ms / hops_per_sed  # noqa: E731
+        requested = self.passes
+        if refine_auto:
+            while self.passes > 1 and cost(self.passes) > self.budget_ms:
+                self.passes -= 1
+            if self.passes != requested:
+                self._build()
+        self.calibration = {"pass_ms": round(pass_ms, 4), "sed_ms": round(sed_ms, 4), "slots": n_slots,
+                            "passes": self.passes, "hop_cost_ms": round(cost(self.passes), 4),
+                            "budget_ms": self.budget_ms}
+        if cost(self.passes) > self.budget_ms:
+            raise BudgetError(
+                f"{self.passes} refinement pass(es) × {n_slots} slot(s) need {cost(self.passes):.2f} ms per "
+                f"{1000 * self.hop / self.rate:.1f} ms hop on this machine (budget {self.budget_ms:.2f} ms): "
+                "use --refine auto, fewer passes, fewer classes, or a larger --budget-ms")
+        return self.calibration
+
+    # ------------------------------------------------------------------ reporting
+    def stats(self) -> dict:
+        return {
+            "timings": {k: t.summary() for k, t in self.timers.items()},
+            "deadline_misses": self.deadline_misses,
+            "hops": self.frames_done,
+            "sed_calls": self.sed.calls,
+            "separator_calls": self.bank.calls,
+            "slot_overflows": self.tracker.slot_overflows,
+            "repairs": self.conditioner.counters.to_dict(),
+            "device": self.device_note,
+            "passes": self.passes,
+            "budget_ms": self.budget_ms,
+            "calibration": self.calibration,
+        }
+
+    def slot_labels(self) -> list[str | None]:
+        return [self.classes[c] if c >= 0 else None for c in self.bank.slot_class]

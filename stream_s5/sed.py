@@ -1,0 +1,71 @@
+"""Sliding-window SED: every SED hop, the SED graph sees the newest window of the ring; its frame
+probabilities are written onto a per-class activity timeline at the separator's frame rate, which
+is what conditions the separator over time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_s5.ring import RingBuffer
+from stream_s5.sessions import SedModel
+
+__all__ = ["SedResult", "SedScheduler", "ActivityTimeline"]
+
+
+@dataclass
+class SedResult:
+    end: int  # absolute sample index (exclusive) where the window ends
+    window_start: int
+    clip_probs: np.ndarray  # [C]
+    frame_probs: np.ndarray  # [frames, C]
+    frame_hop: int
+
+    def frame_start(self, j: int) -> int:
+        return self.window_start + j * self.frame_hop
+
+
+class ActivityTimeline:
+    """Per-class SED activity at separator-frame resolution, kept for `history` frames. The newest
+    SED window overwrites what it covers; frames after its end hold its last value (causal)."""
+
+    def __init__(self, n_classes: int, history: int, hop: int):
+        self.values = np.zeros((history, n_classes), dtype=np.float32)
+        self.history, self.hop = history, hop
+        self.latest = -1  # newest separator frame index covered by a SED window
+
+    def reset(self):
+        self.values[:] = 0.0
+        self.latest = -1
+
+    def write(self, result: SedResult) -> None:
+        first = max(result.window_start // self.hop, result.end // self.hop - self.history, 0)
+        frames = np.arange(first, result.end // self.hop)
+        sed_index = (frames * self.hop - result.window_start) // result.frame_hop
+        self.values[frames % self.history] = result.frame_probs[np.clip(sed_index, 0, len(result.frame_probs) - 1)]
+        self.latest = int(frames[-1])
+
+    def get(self, frames: np.ndarray, class_index: int) -> np.ndarray:
+        if self.latest < 0:
+            return np.zeros(len(frames), np.float32)
+        held = np.minimum(frames, self.latest)
+        return self.values[held % self.history, class_index]
+
+
+class SedScheduler:
+    def __init__(self, model: SedModel, window: int, hop: int, frame_hop: int, channels: int):
+        self.model, self.window, self.hop, self.frame_hop = model, window, hop, frame_hop
+        self._buffer = np.zeros((channels, window), dtype=np.float32)
+        self.calls = 0
+
+    def due(self, end: int) -> bool:
+        return end > 0 and end % self.hop == 0
+
+    def run(self, ring: RingBuffer, end: int) -> SedResult:
+        start = end - self.window
+        ring.read(start, end, out=self._buffer)
+        # Spatial bundles: SED listens to the reference (first) channel.
+        clip, frame = self.model(self._buffer[:1])
+        self.calls += 1
+        return SedResult(end, start, clip[0], frame[0], self.frame_hop)

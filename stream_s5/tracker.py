@@ -1,0 +1,179 @@
+"""Per-class state: onset/offset hysteresis over the SED's newest frames, minimum durations,
+events, and the assignment of classes to a fixed number of separator slots.
+
+Each SED update gives, per class, the score of the newest SED hop (max of its frame
+probabilities). A class turns on after `min_on_hops` consecutive scores ≥ `on_threshold`, and off
+after `min_off_hops` consecutive scores < `off_threshold`. Its onset is found by walking back through
+the window's frame probabilities while they stay ≥ `off_threshold` (so a class detected late still
+gets its true onset), its offset is the end of its last frame ≥ `off_threshold`. Events shorter than
+`min_event_s` are dropped. A slot stays with its class for `hold_s` after the offset (tails).
+
+With a fixed class list the slots belong to those classes for the whole stream; the tracker still
+follows every class for events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from stream_s5.sed import SedResult
+
+__all__ = ["TrackerOptions", "Event", "SlotChange", "ClassTracker"]
+
+
+@dataclass
+class TrackerOptions:
+    on_threshold: float = 0.5
+    off_threshold: float = 0.3
+    min_on_hops: int = 1
+    min_off_hops: int = 3
+    min_event_s: float = 0.1
+    hold_s: float = 0.5
+    backfill_s: float = 0.1  # separator pre-roll before the onset when a slot starts
+
+
+@dataclass
+class Event:
+    label: str
+    onset: float  # seconds on the input timeline
+    offset: float | None  # None while the event is open
+    peak: float
+    decided_at: float  # when the engine knew of the onset (seconds on the input timeline)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SlotChange:
+    slot: int
+    label: str | None  # None: slot released
+    start_sample: int  # the onset (or pre-roll) from which the slot separates: backfill start
+
+
+@dataclass
+class _ClassState:
+    active: bool = False
+    above: int = 0
+    below: int = 0
+    onset: int = 0
+    last_high_end: int = 0
+    peak: float = 0.0
+    decided_at: int = 0
+    release_at: int | None = None  # after an offset: when the slot may go
+    last_offset: int = 0
+    event: Event | None = None
+
+
+@dataclass
+class ClassTracker:
+    classes: tuple[str, ...]
+    n_slots: int
+    sample_rate: int
+    options: TrackerOptions = field(default_factory=TrackerOptions)
+    fixed: tuple[str, ...] | None = None
+    hop_frames: int = 2  # SED frames per SED hop: the newest ones give the current score
+
+    def __post_init__(self):
+        if self.fixed is not None:
+            unknown = [c for c in self.fixed if c not in self.classes]
+            if unknown:
+                raise ValueError(f"unknown classes {unknown}")
+        self.reset()
+
+    def reset(self):
+        self.state = {c: _ClassState() for c in self.classes}
+        n = len(self.fixed) if self.fixed is not None else self.n_slots
+        self.slots: list[str | None] = list(self.fixed) if self.fixed is not None else [None] * n
+        self.events: list[Event] = []
+        self.slot_overflows = 0
+        self.dropped_short = 0
+
+    def _seconds(self, samples: int) -> float:
+        return samples / self.sample_rate
+
+    def update(self, result: SedResult) -> tuple[list[Event], list[SlotChange]]:
+        """→ (events that opened or closed now, slot changes to apply)."""
+        opt = self.options
+        frames = result.frame_probs
+        scores = frames[-self.hop_frames :].max(axis=0)
+        changed: list[Event] = []
+        for ci, label in enumerate(self.classes):
+            st = self.state[label]
+            score = float(scores[ci])
+            high = frames[:, ci] >= opt.off_threshold
+            if high.any():
+                st.last_high_end = max(st.last_high_end, result.frame_start(int(np.flatnonzero(high)[-1]) + 1))
+            if not st.active:
+                st.above = st.above + 1 if score >= opt.on_threshold else 0
+                if st.above >= opt.min_on_hops:
+                    j = len(frames) - 1
+                    while j > 0 and frames[j - 1, ci] >= opt.off_threshold:
+                        j -= 1
+                    # never before the previous event of this class ended
+                    st.onset = max(result.frame_start(j), st.last_offset)
+                    st.active, st.below, st.peak, st.decided_at, st.release_at = True, 0, score, result.end, None
+                    st.event = Event(label, self._seconds(st.onset), None, round(score, 4), self._seconds(result.end))
+                    changed.append(st.event)
+            else:
+                st.peak = max(st.peak, score)
+                st.below = st.below + 1 if score < opt.off_threshold else 0
+                if st.below >= opt.min_off_hops:
+                    st.active = False
+                    offset = max(min(st.last_high_end, result.end), st.onset)
+                    st.last_offset = offset
+                    st.release_at = offset + int(opt.hold_s * self.sample_rate)
+                    event = st.event
+                    event.offset, event.peak = self._seconds(offset), round(st.peak, 4)
+                    if event.offset - event.onset < opt.min_event_s:
+                        self.dropped_short += 1
+                    else:
+                        self.events.append(event)
+                        changed.append(event)
+                    st.event = None
+        return changed, self._assign(result.end)
+
+    def close(self, end: int) -> list[Event]:
+        """End of stream: close open events at `end`."""
+        closed = []
+        for st in self.state.values():
+            if st.active and st.event is not None:
+                st.event.offset = self._seconds(max(min(st.last_high_end, end), st.onset))
+                st.event.peak = round(st.peak, 4)
+                st.active = False
+                if st.event.offset - st.event.onset >= self.options.min_event_s:
+                    self.events.append(st.event)
+                    closed.append(st.event)
+        return closed
+
+    def _assign(self, now: int) -> list[SlotChange]:
+        if self.fixed is not None:
+            return []
+        changes: list[SlotChange] = []
+        preroll = int(self.options.backfill_s * self.sample_rate)
+        for i, label in enumerate(self.slots):
+            if label is None:
+                continue
+            st = self.state[label]
+            if not st.active and st.release_at is not None and now >= st.release_at:
+                self.slots[i] = None
+                changes.append(SlotChange(i, None, now))
+        waiting = [c for c in self.classes if self.state[c].active and c not in self.slots]
+        waiting.sort(key=lambda c: -self.state[c].peak)
+        for label in waiting:
+            free = [i for i, s in enumerate(self.slots) if s is None]
+            if not free:
+                # Take a slot from a class that is only holding its tail.
+                holding = [i for i, s in enumerate(self.slots) if not self.state[s].active]
+                if not holding:
+                    self.slot_overflows += 1
+                    continue
+                free = holding[:1]
+                changes.append(SlotChange(free[0], None, now))
+            self.slots[free[0]] = label
+            changes.append(SlotChange(free[0], label, max(0, self.state[label].onset - preroll)))
+        return changes
+
+    def open_events(self) -> list[Event]:
+        return [st.event for st in self.state.values() if st.event is not None]
