@@ -148,8 +148,14 @@ class Engine:
         self.timers = {k: StageTimer() for k in ("block", "sed", "separator", "tracker", "conditioning")}
         self.deadline_misses = 0
 
-    def reset(self):
-        """Forget the stream (states, ring, tracker, counters); keep sessions and calibration."""
+    def reset(self, classes=None, input_rate: int | None = None, input_channels: int | None = None):
+        """Forget the stream (states, ring, tracker, counters); keep sessions and calibration.
+        Optionally switch the class selection or the input format for the next stream."""
+        if classes is not None:
+            self.fixed = None if classes == "auto" else tuple(
+                parse_class_list(classes if isinstance(classes, str) else ",".join(classes), self.classes))
+        self.input_rate = input_rate or self.input_rate
+        self.input_channels = input_channels or self.input_channels
         self._build()
 
     # ------------------------------------------------------------------ streaming

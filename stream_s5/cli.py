@@ -1,0 +1,246 @@
+"""The `stream-s5` command.
+
+    stream-s5 --input mic --classes auto                   # live, with a terminal view
+    stream-s5 --input scene.wav --classes auto --output out/
+    stream-s5 --input demo --output out/                    # a seeded synthetic scene
+    stream-s5 eval --scenes 200 --seed 1000 --json eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from stream_s5.bundle import BundleError, load_bundle
+from stream_s5.conditioning import InputError
+from stream_s5.engine import BudgetError, Engine, EngineOptions
+from stream_s5.labels import CLASSES
+
+__all__ = ["main"]
+
+
+class _Stop:
+    """Ctrl-C / SIGTERM: finish the current block, flush, close files."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-s5", description="Real-time sound event detection and per-class separation.",
+                                epilog="Subcommand: 'stream-s5 eval --help' scores the bundle on held-out synthetic scenes.")
+    p.add_argument("--input", default="mic", help="mic | demo | PATH to an audio file (default: mic)")
+    p.add_argument("--classes", default="auto", help="auto, or a comma-separated list such as Speech,Doorbell")
+    p.add_argument("--output", default=None, help="folder for <Class>.wav, events.jsonl, summary.json")
+    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
+    p.add_argument("--refine", default=None, help="refinement passes K, or 'auto' to fit the budget (default: the bundle's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--budget-ms", type=float, default=None, help="compute budget per hop (default: the bundle's hop)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of input")
+    p.add_argument("--realtime", action="store_true", help="pace a file or demo input in real time")
+    p.add_argument("--play", default=None, help="play these classes live on an output device (comma-separated)")
+    p.add_argument("--input-device", default=None, help="input device index or name (see --list-devices)")
+    p.add_argument("--output-device", default=None, help="playback device index or name")
+    p.add_argument("--rate", type=int, default=None, help="microphone sample rate (default: the device's)")
+    p.add_argument("--channels", type=int, default=None, help="microphone channels (default: up to 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the demo scene")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--no-view", action="store_true", help="no live terminal view")
+    p.add_argument("--list-classes", action="store_true")
+    p.add_argument("--list-devices", action="store_true")
+    return p
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-s5 eval", description="Score the bundle on held-out synthetic scenes through the streaming engine.")
+    p.add_argument("--scenes", type=int, default=200)
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per scene")
+    p.add_argument("--refine", type=int, default=None)
+    p.add_argument("--mode", choices=["stream", "oracle", "offline"], default="stream",
+                   help="stream: detected classes; oracle: true classes given; offline: whole clip known")
+    p.add_argument("--model", default=None)
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
+def _device_arg(value):
+    if value is None:
+        return None
+    return int(value) if str(value).isdigit() else value
+
+
+def _make_source(args, bundle):
+    from stream_s5.sources import DemoSource, FileSource, MicSource
+
+    if args.input == "mic":
+        return MicSource(device=_device_arg(args.input_device), rate=args.rate, channels=args.channels,
+                         duration=args.duration)
+    if args.input == "demo":
+        return DemoSource(seed=args.seed, duration=args.duration or 10.0, rate=bundle.sample_rate,
+                          channels=bundle.channels, realtime=args.realtime)
+    return FileSource(args.input, realtime=args.realtime)
+
+
+def run(args) -> int:
+    bundle = load_bundle(args.model)
+    source = _make_source(args, bundle)
+    refine = args.refine if args.refine in (None, "auto") else int(args.refine)
+    engine = Engine(bundle, classes=args.classes, refine=refine, device=args.device, input_rate=source.rate,
+                    input_channels=source.channels, options=EngineOptions(threads=args.threads, budget_ms=args.budget_ms))
+    from stream_s5.sinks import ClassWavSink, EventsSink, PlaybackSink, write_summary
+
+    out_dir = Path(args.output) if args.output else None
+    wav_sink = events_sink = None
+    if out_dir:
+        wav_sink = ClassWavSink(out_dir, bundle.sample_rate, source.rate, classes=list(engine.fixed or []))
+        events_sink = EventsSink(out_dir / "events.jsonl")
+    player = PlaybackSink([c.strip() for c in args.play.split(",")], bundle.sample_rate,
+                          device=_device_arg(args.output_device)) if args.play else None
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    from stream_s5.live import LiveView, ProgressView
+
+    live = args.input == "mic" and not args.no_view and sys.stdout.isatty()
+    view = LiveView(engine, source) if live else ProgressView(source, enabled=not args.no_view and sys.stderr.isatty())
+    limit = int(args.duration * source.rate) if args.duration and args.input != "mic" else None
+    fed = 0
+    started = time.perf_counter()
+    first_block_s = None
+    all_events = []
+    try:
+        with view:
+            for block in source:
+                if stop.requested:
+                    break
+                if limit is not None:
+                    block = block[: max(0, limit - fed)]
+                    if block.shape[0] == 0:
+                        break
+                out = engine.feed(block)
+                fed += block.shape[0]
+                if first_block_s is None and engine.frames_done:
+                    first_block_s = time.perf_counter() - started
+                for sink in (wav_sink, events_sink, player):
+                    if sink is not None:
+                        sink.write(out) if sink is not events_sink else sink.write(out.events)
+                all_events.extend(e for e in out.events if e.offset is not None)
+                view.update(out, fed)
+            if hasattr(source, "stop"):
+                source.stop()
+            out = engine.flush()
+            all_events.extend(e for e in out.events if e.offset is not None)
+            for sink in (wav_sink, player):
+                if sink is not None:
+                    sink.write(out)
+            if events_sink:
+                events_sink.write(out.events)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if wav_sink:
+            wav_sink.close(fed)
+        if events_sink:
+            events_sink.close()
+        if player:
+            player.close()
+    stats = engine.stats()
+    detected = sorted({e.label for e in all_events})
+    summary = {
+        "input": args.input, "input_rate": source.rate, "input_channels": source.channels,
+        "input_seconds": fed / source.rate, "wall_seconds": time.perf_counter() - started,
+        "first_block_seconds": first_block_s, "classes": args.classes, "detected_classes": detected,
+        "outputs": wav_sink.labels if wav_sink else [], "events": len(all_events),
+        "interrupted": stop.requested, **stats,
+        "overflows": getattr(source, "overflows", 0),
+        "playback_underflow_frames": player.underflow_frames if player else 0,
+        "late_backfill_samples": wav_sink.late_backfill_samples if wav_sink else 0,
+        "bundle": str(bundle.path),
+    }
+    if hasattr(source, "scene"):
+        summary["demo_truth"] = [{"label": e.label, "onset": e.onset, "offset": e.offset} for e in source.scene.events]
+    if out_dir:
+        write_summary(out_dir / "summary.json", summary)
+    t = stats["timings"]
+    print(f"detected: {', '.join(detected) or 'nothing'}")
+    for e in all_events:
+        print(f"  {e.label:18s} {e.onset:7.2f}–{e.offset:7.2f} s  peak {e.peak:.2f}  (decided at {e.decided_at:.2f} s)")
+    print(f"{fed / source.rate:.1f} s of audio in {summary['wall_seconds']:.1f} s; block p50 {t['block'].get('p50_ms', 0):.2f} ms "
+          f"p99 {t['block'].get('p99_ms', 0):.2f} ms; deadline misses {stats['deadline_misses']}; device {stats['device']}")
+    if out_dir:
+        print(f"wrote {len(summary['outputs'])} class stream(s), events.jsonl and summary.json to {out_dir}")
+    return 130 if stop.requested else 0
+
+
+def run_eval(argv) -> int:
+    args = _eval_parser().parse_args(argv)
+    from rich.progress import Progress
+
+    from stream_s5.evaluate import EvalOptions, evaluate
+
+    opts = EvalOptions(scenes=args.scenes, seed=args.seed, duration=args.duration, refine=args.refine, mode=args.mode,
+                       threads=args.threads)
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(f"eval ({args.mode})", total=args.scenes)
+        summary = evaluate(args.model, opts, progress=lambda done, total: progress.update(task, completed=done))
+    _print_eval(summary)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return 0
+
+
+def _print_eval(summary: dict):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"stream-s5 eval ({summary['settings']['mode']}, {summary['scenes']} scenes, "
+                        f"K={summary['settings']['passes']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [("CA-SDRi (dB)", "ca_sdri_db"), ("label accuracy", "label_accuracy"), ("SI-SDRi detected (dB)", "si_sdri_db"),
+            ("SED segment F1 (1 s)", "segment_f1"), ("SED event F1 (200 ms)", "event_f1"),
+            ("median onset delay (s)", "median_onset_delay_s"), ("false alarms / hour", "false_alarms_per_hour"),
+            ("RTF", "rtf")]
+    for name, key in rows:
+        value = summary.get(key)
+        table.add_row(name, "—" if value is None else f"{value:.3f}")
+    Console().print(table)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["eval"]:
+            return run_eval(argv[1:])
+        args = _run_parser().parse_args(argv)
+        if args.list_classes:
+            bundle = load_bundle(args.model)
+            print("\n".join(bundle.classes if bundle else CLASSES))
+            return 0
+        if args.list_devices:
+            from stream_s5.sources import list_devices
+
+            print(list_devices())
+            return 0
+        return run(args)
+    except (InputError, BundleError, BudgetError, ValueError) as exc:
+        print(f"stream-s5: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # PortAudio errors (no device, bad device) are not worth a traceback
+        if type(exc).__name__ != "PortAudioError" and not isinstance(exc, OSError):
+            raise
+        print(f"stream-s5: error: audio device: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
