@@ -217,12 +217,12 @@ class Engine:
         # backfills are clipped to the timeline: [0, limit)
         clipped = []
         for bf in backfills:
-            audio, first = bf.audio, bf.start
+            samples, first = bf.audio, bf.start
             if first < 0:
-                audio, first = audio[-first:], 0
+                samples, first = samples[-first:], 0
             if limit is not None:
-                audio = audio[: max(0, limit - first)]
-            clipped.append(Backfill(bf.label, first, audio))
+                samples = samples[: max(0, limit - first)]
+            clipped.append(Backfill(bf.label, first, samples))
         backfills = clipped
         return EngineOutput(start, length, audio, backfills, events)
 

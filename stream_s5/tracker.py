@@ -13,7 +13,7 @@ follows every class for events."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -115,7 +115,7 @@ class ClassTracker:
                     st.onset = max(result.frame_start(j), st.last_offset)
                     st.active, st.below, st.peak, st.decided_at, st.release_at = True, 0, score, result.end, None
                     st.event = Event(label, self._seconds(st.onset), None, round(score, 4), self._seconds(result.end))
-                    changed.append(st.event)
+                    changed.append(replace(st.event))  # a snapshot: the open event is completed later
             else:
                 st.peak = max(st.peak, score)
                 st.below = st.below + 1 if score < opt.off_threshold else 0

@@ -1,0 +1,126 @@
+"""Shared fixtures. `toy_bundle` is a hand-built bundle (onnx.helper, no torch, no training) whose
+graphs have exactly known behaviour, so that engine tests can check alignment, latency, state
+carrying and backfill to the sample:
+- SED: class 0 ("AlarmClock") frame probability = sigmoid(gain * (frame mean power - threshold)),
+  every other class 0; clip probability = max over frames.
+- separator: est = mixture (reference channel) + 0 * prev, state_out = state_in + 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream_s5.labels import CLASSES
+
+RATE, N_FFT, HOP = 16000, 256, 128
+SED_WINDOW, SED_HOP, FRAME_HOP = 20480, 1280, 640
+STATE = (1, 4)
+
+
+def _toy_graphs(folder: Path, channels: int = 1):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    n_freq = N_FFT // 2 + 1
+    frames = SED_WINDOW // FRAME_HOP
+    c = len(CLASSES)
+
+    def const(name, array):
+        return helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.asarray(array), name))
+
+    sed_nodes = [
+        const("shape_frames", np.array([0, frames, FRAME_HOP], np.int64)),
+        helper.make_node("Reshape", ["audio", "shape_frames"], ["framed"]),
+        helper.make_node("Mul", ["framed", "framed"], ["power"]),
+        const("axes2", np.array([2], np.int64)),
+        helper.make_node("ReduceMean", ["power"], ["mean_power"], axes=[2], keepdims=1),  # [B, frames, 1]
+        const("threshold", np.array(1e-3, np.float32)),
+        const("gain", np.array(1e4, np.float32)),
+        helper.make_node("Sub", ["mean_power", "threshold"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["p0"]),
+        const("zero", np.array(0.0, np.float32)),
+        helper.make_node("Mul", ["mean_power", "zero"], ["zcol"]),
+        const("tile_rest", np.array([1, 1, c - 1], np.int64)),
+        helper.make_node("Tile", ["zcol", "tile_rest"], ["rest"]),
+        helper.make_node("Concat", ["p0", "rest"], ["frame_probs"], axis=2),
+        helper.make_node("ReduceMax", ["frame_probs"], ["clip_probs"], axes=[1], keepdims=0),
+        helper.make_node("Unsqueeze", ["clip_probs", "axes2"], ["clip3"]),
+        const("tile_emb", np.array([1, 1, 8], np.int64)),
+        helper.make_node("Tile", ["clip3", "tile_emb"], ["class_embeddings"]),
+    ]
+    sed = helper.make_graph(
+        sed_nodes, "toy_sed", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["B", SED_WINDOW])],
+        [helper.make_tensor_value_info("clip_probs", TensorProto.FLOAT, ["B", c]),
+         helper.make_tensor_value_info("frame_probs", TensorProto.FLOAT, ["B", frames, c]),
+         helper.make_tensor_value_info("class_embeddings", TensorProto.FLOAT, ["B", c, 8])])
+    sep_nodes = [
+        const("ref_index", np.array(0, np.int64)),
+        helper.make_node("Gather", ["mix", "ref_index"], ["mix0"], axis=2),
+        const("zero", np.array(0.0, np.float32)),
+        helper.make_node("Mul", ["prev", "zero"], ["prev0"]),
+        helper.make_node("Add", ["mix0", "prev0"], ["est"]),
+        const("one", np.array(1.0, np.float32)),
+        helper.make_node("Add", ["state_in", "one"], ["state_out"]),
+    ]
+    f = TensorProto.FLOAT
+    sep = helper.make_graph(
+        sep_nodes, "toy_separator",
+        [helper.make_tensor_value_info("mix", f, ["B", "T", channels, 2, n_freq]),
+         helper.make_tensor_value_info("prev", f, ["B", "T", 2, n_freq]),
+         helper.make_tensor_value_info("class_onehot", f, ["B", c]),
+         helper.make_tensor_value_info("activity", f, ["B", "T"]),
+         helper.make_tensor_value_info("pass_index", TensorProto.INT64, ["B"]),
+         helper.make_tensor_value_info("state_in", f, ["B", *STATE])],
+        [helper.make_tensor_value_info("est", f, ["B", "T", 2, n_freq]),
+         helper.make_tensor_value_info("state_out", f, ["B", *STATE])])
+    for graph, name in ((sed, "sed.onnx"), (sep, "separator.onnx")):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, folder / name)
+
+
+def make_toy_bundle(folder: Path, channels: int = 1, passes: int = 2, slots: int = 3) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    _toy_graphs(folder, channels)
+    n_freq = N_FFT // 2 + 1
+    manifest = {
+        "format": "stream_s5.bundle/1", "sample_rate": RATE, "channels": channels, "classes": list(CLASSES),
+        "separator": {"file": "separator.onnx", "n_fft": N_FFT, "hop": HOP, "window": "sqrt_hann", "lookahead": 0,
+                      "algorithmic_latency": N_FFT, "class_slots": slots, "passes": passes, "max_passes": 3,
+                      "guidance": "frame",
+                      "inputs": {"mix": ["B", "T", channels, 2, n_freq], "prev": ["B", "T", 2, n_freq],
+                                 "class_onehot": ["B", 18], "activity": ["B", "T"], "pass_index": ["B"],
+                                 "state_in": ["B", *STATE]},
+                      "outputs": {"est": ["B", "T", 2, n_freq], "state_out": ["B", *STATE]},
+                      "state": [{"input": "state_in", "output": "state_out", "shape": list(STATE)}]},
+        "sed": {"file": "sed.onnx", "window": SED_WINDOW, "hop": SED_HOP, "frames": SED_WINDOW // FRAME_HOP,
+                "frame_hop": FRAME_HOP, "thresholds": {"on": 0.5, "off": 0.3}},
+        "budget_ms": 8.0,
+        "files": {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in ("sed.onnx", "separator.onnx")},
+        "provenance": {"recipe": "hand-built test graphs"},
+    }
+    (folder / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_bundle(tmp_path_factory) -> Path:
+    return make_toy_bundle(tmp_path_factory.mktemp("toy_bundle"))
+
+
+def tone_bursts(rate=RATE, seconds=6.0, bursts=((1.0, 2.5), (3.7, 4.4)), freq=440.0, amp=0.3, noise=1e-3, seed=0):
+    """Quiet noise with loud tone bursts: the toy SED's class 0 turns on inside the bursts."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    x = noise * rng.standard_normal(t.size)
+    for on, off in bursts:
+        m = (t >= on) & (t < off)
+        x[m] += amp * np.sin(2 * np.pi * freq * t[m])
+    return x.astype(np.float32)

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+
+from stream_s5 import Engine, EngineOptions
+from stream_s5.evaluate import run_stream
+from tests.conftest import HOP, N_FFT, RATE, tone_bursts
+
+
+def engine(bundle, **kw):
+    return Engine(str(bundle), device="cpu", options=EngineOptions(calibrate=False), **kw)
+
+
+def collect(eng, x, sizes):
+    outs, i = [], 0
+    for n in sizes:
+        if i >= len(x):
+            break
+        outs.append(eng.feed(x[i : i + n]))
+        i += n
+    if i < len(x):
+        outs.append(eng.feed(x[i:]))
+    outs.append(eng.flush())
+    return outs
+
+
+def flatten(outs):
+    audio, backfill, events = {}, [], []
+    for o in outs:
+        for k, v in o.audio.items():
+            audio.setdefault(k, []).append((o.start, v))
+        backfill += [(b.label, b.start, b.audio) for b in o.backfill]
+        events += [(e.label, e.onset, e.offset, e.decided_at) for e in o.events]
+    merged = {}
+    for k, parts in audio.items():
+        end = max(s + v.size for s, v in parts)
+        buf = np.zeros(end, np.float32)
+        for s, v in parts:
+            buf[s : s + v.size] = v
+        merged[k] = buf
+    return merged, backfill, events
+
+
+def test_fixed_class_output_is_input_with_latency_compensated(toy_bundle):
+    # The toy separator returns the mixture: with perfect-reconstruction STFT the class stream must
+    # equal the input sample for sample, for exactly the input length.
+    x = tone_bursts()
+    eng = engine(toy_bundle, classes="AlarmClock")
+    audio, _, _ = flatten(collect(eng, x, [1000] * 200))
+    assert audio["AlarmClock"].size == x.size
+    np.testing.assert_allclose(audio["AlarmClock"], x, atol=1e-5)
+
+
+def test_chunking_does_not_change_output(toy_bundle):
+    x = tone_bursts(seconds=5.0)
+    rng = np.random.default_rng(0)
+    sizes = list(rng.integers(1, 4, size=300)) + list(rng.integers(1, 5000, size=400))
+    ref = flatten(collect(engine(toy_bundle, classes="auto"), x, [len(x)]))
+    got = flatten(collect(engine(toy_bundle, classes="auto"), x, sizes))
+    assert ref[0].keys() == got[0].keys() == {"AlarmClock"}
+    for k in ref[0]:
+        np.testing.assert_array_equal(ref[0][k], got[0][k])  # bit-identical
+    assert len(ref[1]) == len(got[1])
+    for a, b in zip(ref[1], got[1]):
+        assert a[:2] == b[:2]
+        np.testing.assert_array_equal(a[2], b[2])
+    assert ref[2] == got[2]
+
+
+def test_auto_mode_detects_bursts_and_backfills_true_onset(toy_bundle):
+    x = tone_bursts(bursts=((1.0, 2.5),))
+    eng = engine(toy_bundle, classes="auto")
+    sink = run_stream(eng, x[:, None].T, 1600)
+    out = sink.result(x.size)
+    events = sink.events
+    assert [e.label for e in events] == ["AlarmClock"]
+    assert abs(events[0].onset - 1.0) <= 0.045 and abs(events[0].offset - 2.5) <= 0.045
+    assert events[0].decided_at > events[0].onset  # detected late …
+    # … but the written stream still starts at the true onset (backfill), and equals the input there
+    on = int(1.0 * RATE)
+    np.testing.assert_allclose(out["AlarmClock"][on : on + 1600], x[on : on + 1600], atol=1e-5)
+    assert np.abs(out["AlarmClock"][: on - 3200]).max() == 0.0  # silent long before the onset
+
+
+def test_state_is_carried_per_slot_and_pass(toy_bundle):
+    eng = engine(toy_bundle, classes="Speech,Doorbell", refine=3)
+    eng.feed(np.zeros(HOP * 10, np.float32))
+    # toy state_out = state_in + 1: 10 hops → 10 in every pass of every slot
+    np.testing.assert_array_equal(eng.bank.states, np.full_like(eng.bank.states, 10.0))
+    assert eng.bank.calls == 30
+
+
+def test_flush_pads_and_trims_exactly_with_resampling(toy_bundle):
+    rate = 44100
+    x = np.random.default_rng(3).standard_normal((rate * 2 + 17, 2)).astype(np.float32) * 0.01
+    eng = engine(toy_bundle, classes="Speech", input_rate=rate, input_channels=2)
+    outs = collect(eng, x, [4410] * 30)
+    total = sum(o.length for o in outs)
+    assert total == eng.conditioner.expected_output_length() == round((rate * 2 + 17) * RATE / rate)
+    with pytest.raises(RuntimeError):
+        eng.feed(x[:10])
+    eng.reset()
+    assert eng.feed(x[:4410]).length >= 0
+
+
+def test_budget_refusal_and_auto_lowering(toy_bundle):
+    from stream_s5 import BudgetError
+
+    with pytest.raises(BudgetError, match="budget"):
+        Engine(str(toy_bundle), refine=3, device="cpu", options=EngineOptions(budget_ms=1e-6))
+    eng = Engine(str(toy_bundle), refine="auto", device="cpu", options=EngineOptions(budget_ms=None))
+    assert 1 <= eng.passes <= 3 and eng.calibration["hop_cost_ms"] <= eng.budget_ms
+
+
+def test_algorithmic_latency_matches_bundle(toy_bundle):
+    # an impulse fed at sample n appears in the *uncompensated* stream after exactly n_fft - hop
+    # samples plus the wait for its hop to complete: at most n_fft samples in all
+    eng = engine(toy_bundle, classes="Speech")
+    x = np.zeros(RATE, np.float32)
+    x[5000] = 1.0
+    fed, seen = 0, None
+    for i in range(0, x.size, HOP):
+        out = eng.feed(x[i : i + HOP])
+        fed += HOP
+        a = out.audio.get("Speech")
+        if seen is None and a is not None and a.size and np.abs(a).max() > 0.5:
+            seen = fed
+    assert seen is not None and 0 < seen - 5000 <= N_FFT

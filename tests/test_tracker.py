@@ -1,0 +1,96 @@
+import numpy as np
+
+from stream_s5.sed import ActivityTimeline, SedResult
+from stream_s5.tracker import ClassTracker, TrackerOptions
+
+CLASSES = ("A", "B", "C", "D")
+RATE, FRAME_HOP, FRAMES, SED_HOP = 1000, 40, 32, 80  # toy units: 1 sample = 1 ms
+
+
+def results(prob_of_time, seconds):
+    """SED results every SED hop for a function time(ms) → probs over CLASSES."""
+    out = []
+    for end in range(SED_HOP, int(seconds * RATE) + 1, SED_HOP):
+        start = end - FRAMES * FRAME_HOP
+        frames = np.array([prob_of_time(start + j * FRAME_HOP) for j in range(FRAMES)], np.float32)
+        out.append(SedResult(end, start, frames.max(0), frames, FRAME_HOP))
+    return out
+
+
+def step_probs(on_ms, off_ms, cls=0, high=0.9, low=0.05):
+    def f(t):
+        p = np.full(len(CLASSES), low)
+        if on_ms <= t < off_ms:
+            p[cls] = high
+        return p
+    return f
+
+
+def make(n_slots=2, **kw):
+    return ClassTracker(CLASSES, n_slots, RATE, TrackerOptions(**kw), hop_frames=SED_HOP // FRAME_HOP)
+
+
+def test_onset_found_by_walking_back_and_offset_after_min_off():
+    tr = make(min_off_hops=3, hold_s=0.2, backfill_s=0.0)
+    changes_all, events = [], []
+    for r in results(step_probs(1000, 2000), 4.0):
+        ev, ch = tr.update(r)
+        events += ev
+        changes_all += [(r.end, c) for c in ch]
+    closed = [e for e in events if e.offset is not None]
+    assert len(closed) == 1 and closed[0].label == "A"
+    assert abs(closed[0].onset - 1.0) <= 0.04 and abs(closed[0].offset - 2.0) <= 0.04
+    assert 1.0 <= closed[0].decided_at <= 1.0 + 2 * SED_HOP / RATE
+    # slot taken at detection with backfill from the true onset, released after offset + hold
+    taken = [(t, c) for t, c in changes_all if c.label == "A"]
+    released = [(t, c) for t, c in changes_all if c.label is None]
+    assert taken and abs(taken[0][1].start_sample - 1000) <= FRAME_HOP
+    assert released and released[0][0] >= 2000 + 200
+
+
+def test_hysteresis_ignores_dips_shorter_than_min_off():
+    def f(t):
+        p = np.full(len(CLASSES), 0.05)
+        if 500 <= t < 3000 and not (1500 <= t < 1620):  # a 120 ms dip < 3 hops of 80 ms
+            p[1] = 0.9
+        return p
+    tr = make(min_off_hops=3)
+    events = []
+    for r in results(f, 4.0):
+        events += [e for e in tr.update(r)[0] if e.offset is not None]
+    assert len(events) == 1 and events[0].label == "B"
+
+
+def test_short_blips_are_dropped():
+    tr = make(min_event_s=0.2, min_off_hops=1)
+    events = []
+    for r in results(step_probs(1000, 1080), 3.0):
+        events += [e for e in tr.update(r)[0] if e.offset is not None]
+    assert events == [] and tr.dropped_short == 1
+
+
+def test_more_classes_than_slots_counts_overflow_and_fixed_mode_keeps_slots():
+    def f(t):
+        p = np.full(len(CLASSES), 0.05)
+        if t >= 500:
+            p[:3] = [0.9, 0.8, 0.7]
+        return p
+    tr = make(n_slots=2)
+    for r in results(f, 2.0):
+        tr.update(r)
+    assert sorted(s for s in tr.slots if s) == ["A", "B"]
+    assert tr.slot_overflows > 0
+    fixed = ClassTracker(CLASSES, 2, RATE, TrackerOptions(), fixed=("D", "C"), hop_frames=2)
+    for r in results(f, 2.0):
+        assert fixed.update(r)[1] == []
+    assert fixed.slots == ["D", "C"]
+
+
+def test_activity_timeline_writes_and_holds():
+    tl = ActivityTimeline(len(CLASSES), history=100, hop=8)
+    frames = np.zeros((FRAMES, len(CLASSES)), np.float32)
+    frames[-1, 2] = 0.7
+    tl.write(SedResult(1280, 0, frames.max(0), frames, FRAME_HOP))
+    assert tl.latest == 1280 // 8 - 1
+    np.testing.assert_allclose(tl.get(np.array([tl.latest, tl.latest + 5]), 2), [0.7, 0.7])
+    assert tl.get(np.array([0]), 2)[0] == 0.0
