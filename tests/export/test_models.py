@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.models import (  # noqa: E402
+    ModelConfig, SedConfig, SedNet, SeparatorConfig, SeparatorNet, causal_istft, causal_stft, mixture_stft, sed_loss,
+)
+
+SMALL_SED = SedConfig(dim=32, depth=1, heads=2, dropout=0.0)
+
+
+def test_sed_shapes_and_probabilities():
+    net = SedNet(SMALL_SED).eval()
+    out = net(torch.randn(3, SMALL_SED.window) * 0.1)
+    assert out["clip_probs"].shape == (3, 18)
+    assert out["frame_probs"].shape == (3, SMALL_SED.n_patches, 18)
+    assert SMALL_SED.frame_hop / SMALL_SED.sample_rate <= 0.040  # frame-level resolution ≤ 40 ms
+    assert out["class_embeddings"].shape == (3, 18, SMALL_SED.dim)
+    for key in ("clip_probs", "frame_probs"):
+        assert torch.all((out[key] >= 0) & (out[key] <= 1))
+
+
+def test_sed_loss_learns_a_trivial_task():
+    torch.manual_seed(0)
+    net = SedNet(SMALL_SED)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    loud = torch.randn(4, SMALL_SED.window) * 0.3
+    quiet = torch.randn(4, SMALL_SED.window) * 0.001
+    audio = torch.cat([loud, quiet])
+    clip = torch.zeros(8, 18)
+    clip[:4, 5] = 1
+    frames = clip[:, None, :].expand(-1, SMALL_SED.n_patches, -1).contiguous()
+    first = None
+    for _ in range(40):
+        loss, parts = sed_loss(net(audio), clip, frames)
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    net.eval()
+    probs = net(audio)["clip_probs"][:, 5]
+    assert probs[:4].min() > probs[4:].max()
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_separator_is_causal_and_state_streams(channels):
+    torch.manual_seed(1)
+    cfg = SeparatorConfig(hidden=32, layers=2, channels=channels)
+    net = SeparatorNet(cfg).eval()
+    x = torch.randn(1, channels, 6400) * 0.1
+    x_future = x.clone()
+    x_future[..., 4000:] += torch.randn(1, channels, 2400)
+    onehot = torch.eye(18)[[2]]
+    with torch.no_grad():
+        a = net.refine(mixture_stft(x, cfg.n_fft, cfg.hop), onehot, torch.ones(1, 50), 3)[-1]
+        b = net.refine(mixture_stft(x_future, cfg.n_fft, cfg.hop), onehot, torch.ones(1, 50), 3)[-1]
+    untouched = 4000 // cfg.hop  # frames ending at or before sample 4000
+    assert torch.equal(a[:, :untouched], b[:, :untouched])  # the future does not change the past
+    assert not torch.equal(a[:, untouched + 1 :], b[:, untouched + 1 :])
+    # stepping frame by frame with explicit state == whole sequence
+    spec = mixture_stft(x, cfg.n_fft, cfg.hop)
+    act = torch.rand(1, spec.shape[1])
+    with torch.no_grad():
+        whole, _ = net(spec, torch.zeros_like(spec[:, :, 0]), onehot, act, torch.zeros(1, dtype=torch.long), net.zero_state(1))
+        state = net.zero_state(1)
+        steps = []
+        for t in range(spec.shape[1]):
+            est, state = net(spec[:, t : t + 1], torch.zeros_like(spec[:, t : t + 1, 0]), onehot, act[:, t : t + 1],
+                             torch.zeros(1, dtype=torch.long), state)
+            steps.append(est)
+    torch.testing.assert_close(torch.cat(steps, 1), whole, atol=1e-5, rtol=1e-4)
+
+
+def test_clip_guidance_ignores_activity():
+    cfg = SeparatorConfig(hidden=16, layers=1, guidance="clip")
+    net = SeparatorNet(cfg).eval()
+    spec = mixture_stft(torch.randn(1, 1, 2560), 256, 128)
+    with torch.no_grad():
+        a = net.refine(spec, torch.eye(18)[[0]], torch.zeros(1, 20), 1)[-1]
+        b = net.refine(spec, torch.eye(18)[[0]], torch.ones(1, 20), 1)[-1]
+    assert torch.equal(a, b)
+
+
+def test_stft_round_trip_and_config_round_trip():
+    x = torch.randn(2, 4000)
+    y = causal_istft(causal_stft(x, 256, 128), 256, 128)
+    assert y.shape == (2, 4000 // 128 * 128)
+    # all but the last hop are finished (the last needs a frame that does not exist)
+    torch.testing.assert_close(y[:, :-128], x[:, : y.shape[1] - 128], atol=1e-5, rtol=0)
+    cfg = ModelConfig()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
