@@ -35,13 +35,13 @@ PRESETS: dict[str, dict] = {
                  sed_batch=4, sep_batch=2, sep_seconds=0.64, scene_seconds=3.0, pool=4, workers=0,
                  lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0),
     # Minutes: the default architecture trained briefly; gives the runtime a real model early.
-    "quick": dict(steps=600, sed=dict(), separator=dict(), sed_batch=24, sep_batch=12, sep_seconds=2.048,
+    "quick": dict(steps=800, sed=dict(), separator=dict(), sed_batch=24, sep_batch=12, sep_seconds=2.048,
                   scene_seconds=4.0, pool=256, workers=1, lr=1e-3, warmup=100, checkpoint_every=100,
-                  soundbank_clips=60),
+                  soundbank_clips=0),
     # Hours: the recipe of the default bundle.
     "full": dict(steps=30000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
                  scene_seconds=4.0, pool=1024, workers=1, lr=1e-3, warmup=500, checkpoint_every=250,
-                 soundbank_clips=200),
+                 soundbank_clips=0),
 }
 
 
@@ -82,7 +82,8 @@ def ensure_soundbank(args, preset) -> str | None:
     if args.soundbank:
         return args.soundbank
     if preset["soundbank_clips"] == 0:
-        return None  # test preset: synthesise inline
+        # Procedural clips drawn on the fly: every scene brings new material (no finite bank to memorise).
+        return None
     from stream_s5.synth.soundbank import write_soundbank
 
     folder = Path(args.cache) / f"soundbank_sr{args.sample_rate}_seed{args.seed}_n{preset['soundbank_clips']}"

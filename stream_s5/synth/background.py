@@ -163,7 +163,7 @@ def _bark(rng, sr, n):
             voice = harmonic_tone(f0, sr, np.arange(1, 16) ** -0.8) + rng.uniform(0.2, 0.8) * rng.standard_normal(m)
             envelope = np.minimum(1.0, tt / 0.01) * np.exp(-tt / (0.4 * length))
             formant = rng.uniform(600, 1500)
-            bark = spectral_shape(voice * envelope, sr, lambda f, times: 0.2 + resonance_gain(f, formant, 400.0) + 0 * times)
+            bark = spectral_shape(voice * envelope, sr, lambda f, _times: 0.2 + resonance_gain(f, formant, 400.0))
             place(out, bark, int(t * sr))
             t += length + rng.uniform(0.1, 0.35)
         t += rng.uniform(0.8, 2.5)

@@ -29,6 +29,7 @@ __all__ = [
     "spectral_shape",
     "exp_reverb_ir",
     "recording_colour",
+    "soft_clip",
     "peak_normalise",
     "fit_length",
     "frame_energy_db",
@@ -250,9 +251,12 @@ def gate_from_segments(n: int, sr: int, segments, ramp: float = 0.005) -> np.nda
 def spectral_shape(x: np.ndarray, sr: int, gain_fn, nperseg: int = 512) -> np.ndarray:
     """Time-varying filtering in the STFT domain.
 
-    ``gain_fn(freqs [F, 1], times [1, T]) -> gains [F, T]`` returns the magnitude response per frame.
+    ``gain_fn(freqs [F, 1], times [1, T]) -> gains [F, T]`` returns the magnitude response per frame
+    (a static response [F, 1] broadcasts).
     """
     n = len(x)
+    if n < nperseg:  # short inputs: zero-pad so the STFT has at least one full frame
+        x = np.pad(x, (0, nperseg - n))
     hop = nperseg // 4
     _, _, spec = signal.stft(x, fs=sr, nperseg=nperseg, noverlap=nperseg - hop, boundary="even", padded=True)
     freqs = np.linspace(0.0, sr / 2.0, spec.shape[0])[:, None]
@@ -295,15 +299,21 @@ def recording_colour(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.nda
     if rng.random() < 0.4:
         y = sos_filter(y, sr, "highpass", loguniform(rng, 40.0, 250.0), order=2)
     if rng.random() < 0.25:
-        drive = rng.uniform(1.5, 4.0)
         peak = np.max(np.abs(y)) + EPS
-        y = np.tanh(drive * y / peak) / np.tanh(drive) * peak
+        y = soft_clip(y / peak, rng.uniform(1.5, 4.0)) * peak
     if rng.random() < 0.45:
         ir = exp_reverb_ir(rng, sr, rng.uniform(0.12, 0.6), brightness=rng.uniform(0.2, 0.9))
         wet = signal.fftconvolve(y, ir)[: len(y)]
         dry_rms, wet_rms = np.sqrt(np.mean(y**2)) + EPS, np.sqrt(np.mean(wet**2)) + EPS
         y = y + rng.uniform(0.05, 0.4) * wet * (dry_rms / wet_rms)
     return y
+
+
+def soft_clip(x: np.ndarray, drive: float) -> np.ndarray:
+    """tanh saturation at 4x oversampling, so the new harmonics do not alias back into the band."""
+    up = signal.resample_poly(np.asarray(x, dtype=np.float64), 4, 1)
+    shaped = np.tanh(drive * up) / np.tanh(drive)
+    return fit_length(signal.resample_poly(shaped, 1, 4), len(x))
 
 
 def peak_normalise(x: np.ndarray, peak: float = 0.5) -> np.ndarray:

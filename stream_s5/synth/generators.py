@@ -22,6 +22,7 @@ from stream_s5.labels import CLASSES
 from .dsp import (
     coloured_noise,
     damped_modes,
+    exp_reverb_ir,
     fit_length,
     gate_from_segments,
     glottal_pulses,
@@ -34,10 +35,10 @@ from .dsp import (
     random_curve,
     recording_colour,
     resonance_gain,
+    soft_clip,
     sos_filter,
     spectral_shape,
     waveform_amplitudes,
-    exp_reverb_ir,
 )
 from .speech import synth_speech_raw
 
@@ -163,13 +164,18 @@ def _smooth_gate(gate: np.ndarray, sr: int, rise: float, fall: float) -> np.ndar
 
 
 def _on_off_segments(rng, duration: float, on: tuple[float, float], off: tuple[float, float], start=(0.0, 0.3)):
-    t = rng.uniform(*start)
+    t = min(rng.uniform(*start), 0.5 * duration)  # very short clips still get one segment
     segments = []
     while t < duration:
         length = rng.uniform(*on)
         segments.append((t, min(duration, t + length)))
         t += length + rng.uniform(*off)
     return segments
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Scale to unit RMS, so mixing weights between components are explicit."""
+    return x / (np.sqrt(np.mean(x**2)) + 1e-9)
 
 
 def _speed_profile(rng, sr: int, n: int, wobble: float) -> np.ndarray:
@@ -235,7 +241,7 @@ def _mechanical_bell(rng, sr, n):
     rate = rng.uniform(12.0, 28.0)
     n_bells = int(rng.integers(1, 3))
     segments = [(rng.uniform(0, 0.2), duration)] if rng.random() < 0.4 else _on_off_segments(rng, duration, (0.5, 2.0), (0.25, 1.0))
-    times = np.concatenate([_jittered_times(rng, a, b, 1.0 / rate, rng.uniform(0.02, 0.08)) for a, b in segments])
+    times = np.concatenate([np.zeros(0)] + [_jittered_times(rng, a, b, 1.0 / rate, rng.uniform(0.02, 0.08)) for a, b in segments])
     out = np.zeros(n)
     base = loguniform(rng, 1500.0, min(3800.0, 0.4 * sr))
     for bell in range(n_bells):
@@ -316,8 +322,7 @@ def _blender(rng, sr, n):
     chunk = _click(rng, sr, 800.0, 5000.0, rng.uniform(0.005, 0.02))
     impacts = _poisson_times(rng, 0, duration, rng.uniform(3.0, 30.0))
     grind += _convolve_train(n, sr, impacts, rng.uniform(0.5, 3.0, len(impacts)), chunk)
-    rms = lambda x: np.sqrt(np.mean(x**2)) + 1e-9  # noqa: E731
-    mix = buzz / rms(buzz) + rng.uniform(0.05, 0.3) * whine / rms(whine) + rng.uniform(0.3, 1.5) * grind / rms(grind)
+    mix = _unit(buzz) + rng.uniform(0.05, 0.3) * _unit(whine) + rng.uniform(0.3, 1.5) * _unit(grind)
     return mix * level * np.maximum(speed, 0) ** 2
 
 
@@ -339,7 +344,7 @@ def _buzzer(rng, sr, n):
     amps = waveform_amplitudes(shape, n_harm, rng.uniform(0.1, 0.45))
     freq = f0 * random_curve(rng, n, 4, 0.995, 1.005)
     tone = harmonic_tone(freq, sr, amps)
-    tone = np.tanh(drive * tone / (np.max(np.abs(tone)) + 1e-9))
+    tone = soft_clip(tone / (np.max(np.abs(tone)) + 1e-9), drive)
     if style == "mains":  # loose armature rattling at the mains rate
         t = np.arange(n) / sr
         tone *= 1 + rng.uniform(0.2, 0.8) * np.abs(np.sin(np.pi * f0 * t)) ** rng.uniform(1, 4)
@@ -367,7 +372,7 @@ def _clapping(rng, sr, n):
             start = rng.uniform(0, 0.4)
             segments = [(start, rng.uniform(0.6, 1.0) * (duration - start) + start)]
         jitter = rng.uniform(0.02, 0.1)
-        times = np.concatenate([_jittered_times(rng, a, b, 1 / rate, jitter) for a, b in segments])
+        times = np.concatenate([np.zeros(0)] + [_jittered_times(rng, a, b, 1 / rate, jitter) for a, b in segments])
         if len(times) == 0:
             continue
         decay = rng.uniform(0.003, 0.012)
@@ -513,11 +518,11 @@ def _dishes(rng, sr, n):
     for _ in range(int(rng.integers(2, 5))):
         material = rng.choice(["ceramic", "glass", "metal"])
         if material == "ceramic":
-            count, f_range, d_range = int(rng.integers(4, 8)), (900.0, 6500.0), (0.02, 0.2)
+            count, f_range, d_range = int(rng.integers(4, 8)), (900.0, 6500.0), (0.015, 0.12)
         elif material == "glass":
-            count, f_range, d_range = int(rng.integers(2, 5)), (1800.0, 7000.0), (0.15, 0.8)
+            count, f_range, d_range = int(rng.integers(2, 5)), (1800.0, 7000.0), (0.1, 0.6)
         else:
-            count, f_range, d_range = int(rng.integers(5, 10)), (1500.0, 7500.0), (0.05, 0.45)
+            count, f_range, d_range = int(rng.integers(5, 10)), (1500.0, 7500.0), (0.04, 0.35)
         freqs = np.sort(loguniform(rng, f_range[0], min(f_range[1], 0.45 * sr), count))
         objects.append((freqs, rng.uniform(*d_range, count)))
     times = list(_poisson_times(rng, rng.uniform(0, 0.3), duration - 0.05, rng.uniform(1.0, 6.0)))
@@ -666,15 +671,15 @@ def _hair_dryer(rng, sr, n):
     noise = coloured_noise(rng, n, rng.uniform(0.0, 0.8))
     noise = sos_filter(noise, sr, "bandpass", (rng.uniform(150, 500), rng.uniform(4000, 7500)), 2)
     peak_gain, peak_freq = rng.uniform(0.5, 2.0), rng.uniform(1000, 3500)
-    noise = spectral_shape(noise, sr, lambda f, times: 1 + peak_gain * resonance_gain(f, peak_freq, 1500.0) + 0 * times)
+    noise = spectral_shape(noise, sr, lambda f, _times: 1 + peak_gain * resonance_gain(f, peak_freq, 1500.0))
     noise /= np.std(noise) + 1e-9
     whine = harmonic_tone(f_rot * blades * speed, sr, [1.0, rng.uniform(0.1, 0.5), rng.uniform(0.0, 0.3)])
     hum = harmonic_tone(f_rot * speed, sr, [1.0, 0.5, 0.3])
-    out = noise + rng.uniform(0.05, 0.35) * whine / (np.std(whine) + 1e-9) + rng.uniform(0.02, 0.1) * hum / (np.std(hum) + 1e-9)
+    out = noise + rng.uniform(0.05, 0.35) * _unit(whine) + rng.uniform(0.02, 0.1) * _unit(hum)
     out *= 10 ** (random_curve(rng, n, int(duration * rng.uniform(0.5, 2)) + 2, -1, 1) * rng.uniform(0.5, 3.0) / 20)
     if rng.random() < 0.3:  # airflow hitting the microphone
         gusts = sos_filter(rng.standard_normal(n), sr, "lowpass", rng.uniform(30, 150), 2)
-        out += gusts / (np.std(gusts) + 1e-9) * random_curve(rng, n, int(duration * 2) + 2, 0.0, 1.0) * rng.uniform(0.2, 0.8)
+        out += _unit(gusts) * random_curve(rng, n, int(duration * 2) + 2, 0.0, 1.0) * rng.uniform(0.2, 0.8)
     return out * level * speed**2
 
 
@@ -697,13 +702,13 @@ def _fans(rng, sr, n):
     depth = rng.uniform(0.15, 0.6)
     noise *= 1 + depth * (0.5 + 0.5 * np.cos(blade_phase)) ** rng.uniform(1.0, 4.0)
     tonal = harmonic_tone(bpf, sr, [1.0, rng.uniform(0, 0.6), rng.uniform(0, 0.4), rng.uniform(0, 0.3)])
-    out = noise + rng.uniform(0.05, 0.4) * tonal / (np.std(tonal) + 1e-9)
+    out = noise + rng.uniform(0.05, 0.4) * _unit(tonal)
     if rng.random() < 0.6:
         mains = float(rng.choice([50.0, 60.0]))
         hum = harmonic_tone(2 * mains, sr, [1.0, rng.uniform(0, 0.4), rng.uniform(0, 0.2)], n)
     else:
         hum = harmonic_tone(f_rot * rng.uniform(2, 6) * speed, sr, [1.0, 0.3])
-    out += rng.uniform(0.05, 0.4) * hum / (np.std(hum) + 1e-9)
+    out += rng.uniform(0.05, 0.4) * _unit(hum)
     if rng.random() < 0.2:  # worn bearing ticking once per revolution
         ticks = _jittered_times(rng, 0, duration, 1 / f_rot, 0.01)
         out += _convolve_train(n, sr, ticks, rng.uniform(0.5, 1.0, len(ticks)), _click(rng, sr, 1000, 5000, 0.001)) * rng.uniform(0.5, 2.0)
@@ -1036,9 +1041,9 @@ def _vacuum(rng, sr, n):
     rumble = sos_filter(rng.standard_normal(n), sr, "lowpass", rng.uniform(150, 400), 2)
     push = 10 ** (rng.uniform(2, 5) * np.sin(2 * np.pi * rng.uniform(0.3, 1.2) * t + rng.uniform(0, 6.3)) / 20)
     out = air * push * (1 - 0.5 * blocked)
-    out += rng.uniform(0.2, 0.8) * rumble / (np.std(rumble) + 1e-9)
-    out += rng.uniform(0.15, 0.6) * whine / (np.std(whine) + 1e-9)
-    out += rng.uniform(0.1, 0.4) * motor / (np.std(motor) + 1e-9)
+    out += rng.uniform(0.2, 0.8) * _unit(rumble)
+    out += rng.uniform(0.15, 0.6) * _unit(whine)
+    out += rng.uniform(0.1, 0.4) * _unit(motor)
     if rng.random() < 0.3:  # brush roll flutter on carpet
         out *= 1 + rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * rng.uniform(20, 40) * t)
     return out * level * speed**2

@@ -99,14 +99,16 @@ def simulate_room(
     """Random shoebox room, array and source positions; returns the RIRs of every source."""
     import pyroomacoustics as pra  # imported lazily: only spatial scenes need it
 
-    while True:
+    for _ in range(100):
         room_dim = np.array([rng.uniform(*r) for r in dims_range])
         rt60 = float(rng.uniform(*rt60_range))
         try:
             absorption, sabine_order = pra.inverse_sabine(rt60, room_dim)
             break
-        except ValueError:  # RT60 not reachable in that room: draw again
+        except ValueError:  # RT60 too short for that room (absorption > 1): draw again
             continue
+    else:
+        raise ValueError(f"no room in {dims_range} reaches an RT60 in {rt60_range}")
     order = int(min(sabine_order, max_order))
     radius = float(rng.uniform(*radius_range))
     centre = _draw_position(rng, room_dim, wall_margin + radius, None, 0.0, z_range=(0.8, 2.0))

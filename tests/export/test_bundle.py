@@ -1,0 +1,88 @@
+"""Train the seconds-long test preset, export it, and check the bundle contract end to end
+(mono and the 4-channel room-simulated path)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from export.bundle import VerificationError, export_bundle, verify_against_torch  # noqa: E402
+from export.train import main as train_main  # noqa: E402
+from stream_s5.bundle import BundleError, load_bundle  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=[1, 4], ids=["mono", "tetrahedral"])
+def trained(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"run{request.param}")
+    train_main(["--preset", "test", "--out", str(out), "--quiet", "--channels", str(request.param)])
+    return out / "checkpoint.pt", request.param
+
+
+def test_checkpoint_is_a_plain_state_dict(trained):
+    import torch
+
+    state = torch.load(trained[0], weights_only=True)
+    assert {"sed", "separator", "config_json", "step"} <= set(state)
+    assert state["step"] == 3
+
+
+def test_export_writes_verified_bundle_that_runs_without_torch(trained, tmp_path):
+    ckpt, channels = trained
+    manifest = export_bundle(ckpt, tmp_path / "bundle", passes=2, slots=3)
+    assert manifest["channels"] == channels
+    ops = set(manifest["provenance"]["verification"]["graphs"]["separator.onnx"]["ops"])
+    assert not ops & {"Loop", "Scan", "If"}
+    assert manifest["provenance"]["verification"]["max_abs_diff"]["streaming"] < 1e-4
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.separator["state"][0]["input"] == "state_in"
+    # the runtime runs it in a process where torch cannot be imported at all
+    code = (
+        "import sys, numpy as np; sys.modules['torch'] = None\n"
+        "from stream_s5 import Engine\n"
+        f"e = Engine({str(tmp_path / 'bundle')!r}, classes='Speech', device='cpu', input_channels={channels})\n"
+        f"x = (np.random.default_rng(0).standard_normal((16000, {channels})) * 0.05).astype('float32')\n"
+        "n = e.feed(x).length + e.flush().length\n"
+        "assert n == 16000, n\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_tampered_bundle_is_refused(trained, tmp_path):
+    export_bundle(trained[0], tmp_path / "b")
+    with open(tmp_path / "b" / "separator.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    manifest["format"] = "something/else"
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format"):
+        load_bundle(tmp_path / "b")
+
+
+def test_verification_catches_a_graph_that_differs(trained, tmp_path):
+    from export.bundle import export_graphs, load_checkpoint
+
+    cfg, sed, sep, _ = load_checkpoint(trained[0])
+    export_graphs(cfg, sed, sep, tmp_path)
+    with __import__("torch").no_grad():
+        for p in sep.parameters():
+            p.add_(0.05)  # torch now disagrees with the exported graph
+    with pytest.raises(VerificationError):
+        verify_against_torch(cfg, sed, sep, tmp_path)
+
+
+def test_default_bundle_is_packaged_and_valid():
+    bundle = load_bundle()
+    assert bundle.channels == 1 and bundle.sample_rate in (16000, 32000)
+    assert len(bundle.classes) == 18
+    assert bundle.algorithmic_latency / bundle.sample_rate <= 0.020
+    assert bundle.manifest["provenance"]["recipe"]["preset"] in ("quick", "full")
+    assert np.isfinite(bundle.budget_ms)
