@@ -199,8 +199,14 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
     }
 
 
-def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dict | None = None) -> dict:
+def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dict | None = None,
+                  sed_checkpoint=None) -> dict:
+    """sed_checkpoint: take the SED from another run (ablations that change only the separator)."""
     cfg, sed, sep, recipe = load_checkpoint(checkpoint)
+    if sed_checkpoint is not None:
+        sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoint)
+        cfg.sed = sed_cfg.sed
+        recipe = {**recipe, "sed_from": {"checkpoint": str(sed_checkpoint), **sed_recipe}}
     if not 1 <= passes <= cfg.separator.max_passes:
         raise ValueError(f"passes must be in 1..{cfg.separator.max_passes}")
     out = Path(out)
@@ -222,8 +228,9 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--passes", type=int, default=2, help="refinement passes the bundle runs per block")
     p.add_argument("--slots", type=int, default=3, help="separator class slots")
+    p.add_argument("--sed-from", default=None, help="take the SED from this checkpoint instead")
     args = p.parse_args(argv)
-    manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots)
+    manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots, sed_checkpoint=args.sed_from)
     print(json.dumps(manifest["provenance"]["verification"]["max_abs_diff"]))
     print(f"bundle written to {args.out}")
 

@@ -153,14 +153,20 @@ def _random_gain(rng) -> float:
     return float(10 ** (rng.uniform(-25.0, 6.0) / 20.0))
 
 
-def sed_batch(records, window: int, n_frames: int, frame_hop: int, sample_rate: int, rng):
+def sed_batch(records, window: int, n_frames: int, frame_hop: int, sample_rate: int, rng, p_stream_start: float = 0.15):
+    """Random windows of the scenes. With probability p_stream_start a window begins before the
+    scene (zeros on the left), as the runtime's first windows do when a stream starts."""
     audio = np.zeros((len(records), window), dtype=np.float32)
     frames = np.zeros((len(records), n_frames, len(CLASSES)), dtype=np.float32)
     for i, rec in enumerate(records):
         n = rec.mixture.shape[-1]
-        start = int(rng.integers(0, max(n - window, 0) + 1))
-        chunk = rec.mixture[0, start : start + window]
-        audio[i, : chunk.size] = chunk * _random_gain(rng)
+        if rng.random() < p_stream_start:
+            start = -int(rng.integers(frame_hop, window))
+        else:
+            start = int(rng.integers(0, max(n - window, 0) + 1))
+        chunk = rec.mixture[0, max(start, 0) : start + window]
+        offset = max(0, -start)
+        audio[i, offset : offset + chunk.size] = chunk * _random_gain(rng)
         frames[i] = frame_labels(rec.events, start, n_frames, frame_hop, sample_rate)
     clips = frames.max(axis=1)
     return torch.from_numpy(audio), torch.from_numpy(clips), torch.from_numpy(frames)

@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from stream_s5.bundle import BundleError, load_bundle
 from stream_s5.conditioning import InputError
-from stream_s5.engine import BudgetError, Engine, EngineOptions
+from stream_s5.engine import BudgetError, Engine, EngineOptions, StageTimer
 from stream_s5.labels import CLASSES
 
 __all__ = ["main"]
@@ -113,6 +115,8 @@ def run(args) -> int:
     view = LiveView(engine, source) if live else ProgressView(source, enabled=not args.no_view and sys.stderr.isatty())
     limit = int(args.duration * source.rate) if args.duration and args.input != "mic" else None
     fed = 0
+    sink_timer = StageTimer()  # output I/O per fed block
+    energy = 0.0  # input level for the summary (is the device delivering sound at all?)
     started = time.perf_counter()
     first_block_s = None
     all_events = []
@@ -127,11 +131,14 @@ def run(args) -> int:
                         break
                 out = engine.feed(block)
                 fed += block.shape[0]
+                energy += float(np.square(block, dtype=np.float64).sum())
                 if first_block_s is None and engine.frames_done:
                     first_block_s = time.perf_counter() - started
+                t_io = time.perf_counter()
                 for sink in (wav_sink, events_sink, player):
                     if sink is not None:
                         sink.write(out) if sink is not events_sink else sink.write(out.events)
+                sink_timer.add(time.perf_counter() - t_io)
                 all_events.extend(e for e in out.events if e.offset is not None)
                 view.update(out, fed)
             if hasattr(source, "stop"):
@@ -153,10 +160,12 @@ def run(args) -> int:
         if player:
             player.close()
     stats = engine.stats()
+    stats["timings"]["sinks"] = sink_timer.summary()
     detected = sorted({e.label for e in all_events})
     summary = {
         "input": args.input, "input_rate": source.rate, "input_channels": source.channels,
         "input_seconds": fed / source.rate, "wall_seconds": time.perf_counter() - started,
+        "input_rms_dbfs": 10 * np.log10(energy / max(1, fed * source.channels) + 1e-20),
         "first_block_seconds": first_block_s, "classes": args.classes, "detected_classes": detected,
         "outputs": wav_sink.labels if wav_sink else [], "events": len(all_events),
         "interrupted": stop.requested, **stats,

@@ -1,0 +1,88 @@
+"""1. Separator block latency (one hop, all slots occupied) for 1–3 slots × 1–3 refinement passes.
+2. SED call latency (one window; and a batch of windows, per window, as MultiStreamEngine runs it)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from benchmarks.conftest import bundle_info, record, summarise
+from stream_s5.separator import SeparatorBank
+from stream_s5.sessions import SedModel, SeparatorModel
+
+HOPS, WARMUP = 1000, 50
+
+
+@pytest.fixture(scope="module")
+def sep_model(bundle):
+    return SeparatorModel(bundle, ["CPUExecutionProvider"], threads=1)
+
+
+@pytest.mark.parametrize("passes", [1, 2, 3], ids=lambda k: f"{k}pass")
+@pytest.mark.parametrize("slots", [1, 2, 3], ids=lambda k: f"{k}slot")
+def test_separator_block_latency(benchmark, bundle, sep_model, slots, passes):
+    if passes > int(bundle.separator["max_passes"]):
+        pytest.skip(f"bundle allows at most {bundle.separator['max_passes']} passes")
+    n_fft, hop, channels = int(bundle.separator["n_fft"]), bundle.hop, bundle.channels
+    bank = SeparatorBank(sep_model, slots, passes, n_fft, hop, channels, len(bundle.classes), history_frames=256)
+    for s in range(slots):
+        bank.assign(s, s, 0, -1, np.zeros(0))  # occupied, no backfill
+    rng = np.random.default_rng(0)
+    frames = (0.1 * rng.standard_normal((HOPS + WARMUP, channels, n_fft))).astype(np.float32)
+    specs = [bank.analyse(i, f) for i, f in enumerate(frames)]
+    activity = np.ones(slots, np.float32)
+    times, outputs = [], []
+    state = {"i": 0}
+
+    def one_hop():
+        i = state["i"]
+        t = time.perf_counter()
+        occupied, audio = bank.step(specs[i], activity)
+        times.append(time.perf_counter() - t)
+        state["i"] = i + 1
+        outputs.append(audio)
+
+    benchmark.pedantic(one_hop, rounds=HOPS, warmup_rounds=WARMUP, iterations=1)
+    audio = np.concatenate(outputs, axis=1)
+    assert audio.shape == (slots, len(outputs) * hop) and np.isfinite(audio).all()
+    assert bank.calls == passes * len(outputs)
+    stft = []
+    for i, f in enumerate(frames[:300]):
+        t = time.perf_counter()
+        bank.analyse(i, f)
+        stft.append(time.perf_counter() - t)
+    hop_ms = 1000.0 * hop / bundle.sample_rate
+    s = summarise(times, drop=WARMUP)
+    record(benchmark, slots=slots, passes=passes, threads=1, hop_ms=hop_ms, **s,
+           p99_over_hop=round(s["p99_ms"] / hop_ms, 4), stft_p50_ms=summarise(stft)["p50_ms"],
+           ort_calls_per_hop=passes, **bundle_info(bundle))
+
+
+@pytest.mark.parametrize("batch", [1, 8], ids=lambda b: f"batch{b}")
+def test_sed_latency(benchmark, bundle, batch):
+    model = SedModel(bundle, ["CPUExecutionProvider"], threads=1)
+    window = int(bundle.sed["window"])
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal((batch, window))).astype(np.float32)
+    times, results = [], []
+    rounds = 30 if batch == 1 else 10
+
+    def call():
+        t = time.perf_counter()
+        results.append(model(audio))
+        times.append(time.perf_counter() - t)
+
+    benchmark.pedantic(call, rounds=rounds, warmup_rounds=2, iterations=1)
+    clip, frame = results[-1]
+    n_classes = len(bundle.classes)
+    assert clip.shape == (batch, n_classes) and frame.shape == (batch, int(bundle.sed["frames"]), n_classes)
+    assert np.isfinite(frame).all() and frame.min() >= 0.0 and frame.max() <= 1.0
+    s = summarise(times, drop=2)
+    hop_ms = 1000.0 * bundle.hop / bundle.sample_rate
+    sed_hop_ms = 1000.0 * int(bundle.sed["hop"]) / bundle.sample_rate
+    record(benchmark, batch=batch, threads=1, window_ms=1000.0 * window / bundle.sample_rate, hop_ms=hop_ms,
+           sed_hop_ms=sed_hop_ms, per_window_p50_ms=round(s["p50_ms"] / batch, 4),
+           amortised_per_hop_ms=round(s["p50_ms"] / batch * bundle.hop / int(bundle.sed["hop"]), 4), **s,
+           **bundle_info(bundle))
