@@ -30,7 +30,7 @@ from stream_s5.labels import parse_class_list
 from stream_s5.ring import RingBuffer
 from stream_s5.sed import ActivityTimeline, SedScheduler
 from stream_s5.separator import SeparatorBank
-from stream_s5.sessions import SedModel, SeparatorModel, choose_providers
+from stream_s5.sessions import BoundSeparatorModel, SedModel, SeparatorModel, choose_providers
 from stream_s5.tracker import ClassTracker, Event, TrackerOptions
 
 __all__ = ["Engine", "EngineOptions", "EngineOutput", "Backfill", "BudgetError", "StageTimer"]
@@ -47,6 +47,7 @@ class EngineOptions:
     calibrate: bool = True
     history_s: float = 2.5  # ring length: SED window + backfill pre-roll
     clip_level: float = 1.0
+    io_binding: bool | None = None  # fixed-shape IO-bound per-hop calls; None: on with CUDA (+ CUDA graphs)
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
 
 
@@ -129,7 +130,7 @@ class Engine:
         self.history_frames = history // self.hop
         n_slots = len(self.fixed) if self.fixed is not None else int(b.separator["class_slots"])
         self.bank = SeparatorBank(self.sep_model, n_slots, self.passes, self.n_fft, self.hop, self.channels,
-                                  len(self.classes), self.history_frames)
+                                  len(self.classes), self.history_frames, step_model=self._step_model(n_slots))
         self.sed = SedScheduler(self.sed_model, int(b.sed["window"]), int(b.sed["hop"]), int(b.sed["frame_hop"]),
                                 self.channels)
         self.activity = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
@@ -147,6 +148,17 @@ class Engine:
         self.flushed = False
         self.timers = {k: StageTimer() for k in ("block", "sed", "separator", "tracker", "conditioning")}
         self.deadline_misses = 0
+
+    def _step_model(self, n_slots: int):
+        cuda = self.providers[0] == "CUDAExecutionProvider"
+        use = self.options.io_binding if self.options.io_binding is not None else cuda
+        if not use:
+            return None
+        key = (n_slots, cuda)
+        if getattr(self, "_bound", (None, None))[0] != key:
+            self._bound = (key, BoundSeparatorModel(self.bundle, self.providers, n_slots, self.options.threads,
+                                                    cuda_graph=cuda))
+        return self._bound[1]
 
     def reset(self, classes=None, input_rate: int | None = None, input_channels: int | None = None):
         """Forget the stream (states, ring, tracker, counters); keep sessions and calibration.

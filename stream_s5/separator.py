@@ -19,8 +19,9 @@ __all__ = ["SeparatorBank"]
 
 class SeparatorBank:
     def __init__(self, model: SeparatorModel, n_slots: int, passes: int, n_fft: int, hop: int, channels: int,
-                 n_classes: int, history_frames: int):
-        self.model = model
+                 n_classes: int, history_frames: int, step_model=None):
+        self.model = model  # any shape: backfill catch-up runs many frames in one call
+        self.step_model = step_model or model  # per-hop calls; may be a fixed-shape IO-bound session
         self.n_slots, self.passes, self.n_fft, self.hop = n_slots, passes, n_fft, hop
         self.channels, self.n_classes = channels, n_classes
         self.n_freq = n_fft // 2 + 1
@@ -52,13 +53,13 @@ class SeparatorBank:
         self.spectra[frame_index % self.history] = spec
         return spec
 
-    def _run_passes(self, slots: np.ndarray, mix: np.ndarray, activity: np.ndarray) -> np.ndarray:
+    def _run_passes(self, slots: np.ndarray, mix: np.ndarray, activity: np.ndarray, model) -> np.ndarray:
         """mix [B, T, C, 2, F], activity [B, T] for `slots` → last estimate [B, T, 2, F]."""
         prev = np.zeros((len(slots), mix.shape[1], 2, self.n_freq), dtype=np.float32)
         onehot = self.onehot[slots]
         for k in range(self.passes):
-            prev, self.states[k, slots] = self.model(mix, prev, onehot, activity, self._pass_index[k][: len(slots)],
-                                                     self.states[k, slots])
+            prev, self.states[k, slots] = model(mix, prev, onehot, activity, self._pass_index[k][: len(slots)],
+                                                self.states[k, slots])
             self.calls += 1
         return prev
 
@@ -68,7 +69,7 @@ class SeparatorBank:
         if slots.size == 0:
             return slots, np.zeros((0, self.hop), np.float32)
         mix = np.repeat(spec[None, None], slots.size, axis=0)
-        est = self._run_passes(slots, mix, activity[slots, None].astype(np.float32))
+        est = self._run_passes(slots, mix, activity[slots, None].astype(np.float32), self.step_model)
         return slots, self.ola(est, slots)
 
     def assign(self, slot: int, class_index: int, first_frame: int, last_frame: int, activity: np.ndarray) -> np.ndarray:
@@ -82,7 +83,7 @@ class SeparatorBank:
         if frames.size == 0:
             return np.zeros(0, np.float32)
         mix = self.spectra[frames % self.history][None]
-        est = self._run_passes(np.array([slot]), mix, activity[None].astype(np.float32))
+        est = self._run_passes(np.array([slot]), mix, activity[None].astype(np.float32), self.model)
         return self.ola(est, np.array([slot]))[0]
 
     def release(self, slot: int):

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from stream_s5.bundle import Bundle
 
-__all__ = ["choose_providers", "SedModel", "SeparatorModel"]
+__all__ = ["choose_providers", "SedModel", "SeparatorModel", "BoundSeparatorModel"]
 
 
 def choose_providers(device: str) -> tuple[list, str]:
@@ -80,3 +80,48 @@ class SeparatorModel:
         feeds = dict(zip(self.INPUTS, (mix, prev, class_onehot, activity, pass_index, state_in)))
         est, state_out = self.session.run(None, feeds)
         return est, state_out
+
+
+class BoundSeparatorModel:
+    """The separator with IO binding on fixed shapes ([slots, 1] per call), for the GPU path:
+    inputs and outputs live in preallocated device buffers that are updated in place, so that the
+    CUDA execution provider can capture the call in a CUDA graph and replay it (`cuda_graph=True`).
+    On the CPU it runs the same code path with host buffers (what the tests check).
+
+    Unused slots are fed as zero rows: the shapes never change, and their outputs are ignored."""
+
+    INPUTS = SeparatorModel.INPUTS
+
+    def __init__(self, bundle: Bundle, providers: list, slots: int, threads: int = 1, cuda_graph: bool = False):
+        device = "cuda" if providers and providers[0] == "CUDAExecutionProvider" else "cpu"
+        if cuda_graph and device != "cuda":
+            raise ValueError("CUDA graphs need the CUDA execution provider")
+        provider_list = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"] if cuda_graph else providers
+        self.session = ort.InferenceSession(str(bundle.file("separator")), _options(threads), providers=provider_list)
+        self.device, self.slots = device, slots
+        self.state_shape = tuple(bundle.separator["inputs"]["state_in"][1:])
+        channels, n_freq = int(bundle.channels), int(bundle.separator["n_fft"]) // 2 + 1
+        shapes = {"mix": (slots, 1, channels, 2, n_freq), "prev": (slots, 1, 2, n_freq),
+                  "class_onehot": (slots, len(bundle.classes)), "activity": (slots, 1), "pass_index": (slots,),
+                  "state_in": (slots, *self.state_shape)}
+        self.host = {k: np.zeros(v, np.int64 if k == "pass_index" else np.float32) for k, v in shapes.items()}
+        self.inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, device, 0) for k, v in self.host.items()}
+        self.outputs = {"est": ort.OrtValue.ortvalue_from_shape_and_type(shapes["prev"], np.float32, device, 0),
+                        "state_out": ort.OrtValue.ortvalue_from_shape_and_type(shapes["state_in"], np.float32, device, 0)}
+        self.binding = self.session.io_binding()
+        for name, value in self.inputs.items():
+            self.binding.bind_ortvalue_input(name, value)
+        for name, value in self.outputs.items():
+            self.binding.bind_ortvalue_output(name, value)
+
+    def __call__(self, mix, prev, class_onehot, activity, pass_index, state_in) -> tuple[np.ndarray, np.ndarray]:
+        batch = mix.shape[0]
+        if batch > self.slots or mix.shape[1] != 1:
+            raise ValueError(f"bound separator takes at most {self.slots} slots × 1 frame, got {mix.shape[:2]}")
+        for name, value in zip(self.INPUTS, (mix, prev, class_onehot, activity, pass_index, state_in)):
+            host = self.host[name]
+            host[:batch] = value
+            host[batch:] = 0
+            self.inputs[name].update_inplace(host)
+        self.session.run_with_iobinding(self.binding)
+        return self.outputs["est"].numpy()[:batch], self.outputs["state_out"].numpy()[:batch]

@@ -125,3 +125,19 @@ def test_algorithmic_latency_matches_bundle(toy_bundle):
         if seen is None and a is not None and a.size and np.abs(a).max() > 0.5:
             seen = fed
     assert seen is not None and 0 < seen - 5000 <= N_FFT
+
+
+def test_io_bound_path_gives_the_same_stream():
+    # The GPU path's fixed-shape IO-bound calls, exercised on the CPU with the real bundle.
+    from stream_s5.synth.scenes import SceneConfig, generate_scene
+    from stream_s5.synth.soundbank import Soundbank
+
+    scene = generate_scene(SceneConfig(sr=16000, duration=4.0, p_no_target=0.0), 11, Soundbank.procedural(16000, 5))
+    outs = []
+    for io_binding in (False, True):
+        eng = Engine(classes=sorted(scene.sources) or "Speech", device="cpu",
+                     options=EngineOptions(calibrate=False, io_binding=io_binding))
+        outs.append(run_stream(eng, scene.mixture, 1000).result(scene.mixture.shape[1]))
+    assert outs[0].keys() == outs[1].keys()
+    for k in outs[0]:
+        np.testing.assert_allclose(outs[0][k], outs[1][k], atol=1e-5)
