@@ -11,7 +11,7 @@ import pytest
 from benchmarks.conftest import bundle_info, machine_info, record, scene, summarise
 from benchmarks.test_multistream import LADDER, run_rung
 from stream_s5 import Engine, EngineOptions
-from stream_s5.sessions import SedModel, SeparatorModel, choose_providers
+from stream_s5.sessions import BoundSeparatorModel, SedModel, SeparatorModel, choose_providers
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,11 @@ def cuda():
     return providers
 
 
+@pytest.mark.parametrize("bound", [False, True], ids=["plain", "iobinding-cudagraph"])
 @pytest.mark.parametrize("slots", [3, 96], ids=lambda b: f"B{b}")
-def test_gpu_separator_pass(benchmark, bundle, cuda, slots):
-    model = SeparatorModel(bundle, cuda, threads=1)
+def test_gpu_separator_pass(benchmark, bundle, cuda, slots, bound):
+    model = (BoundSeparatorModel(bundle, cuda, slots, threads=1, cuda_graph=True) if bound
+             else SeparatorModel(bundle, cuda, threads=1))
     n_freq = int(bundle.separator["n_fft"]) // 2 + 1
     rng = np.random.default_rng(0)
     mix = (0.1 * rng.standard_normal((slots, 1, bundle.channels, 2, n_freq))).astype(np.float32)
@@ -41,7 +43,7 @@ def test_gpu_separator_pass(benchmark, bundle, cuda, slots):
 
     benchmark.pedantic(call, rounds=300, warmup_rounds=20, iterations=1)
     assert out["est"].shape == prev.shape and np.isfinite(out["est"]).all()
-    record(benchmark, device="cuda", slots=slots, passes=1, **summarise(times, drop=20),
+    record(benchmark, device="cuda", slots=slots, passes=1, io_binding=bound, **summarise(times, drop=20),
            hop_ms=1000.0 * bundle.hop / bundle.sample_rate, **bundle_info(bundle))
 
 

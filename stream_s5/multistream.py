@@ -45,7 +45,7 @@ from stream_s5.labels import parse_class_list
 from stream_s5.ring import RingBuffer
 from stream_s5.sed import ActivityTimeline, SedResult
 from stream_s5.separator import SeparatorBank
-from stream_s5.sessions import SedModel, SeparatorModel, choose_providers
+from stream_s5.sessions import BoundSeparatorModel, SedModel, SeparatorModel, choose_providers
 from stream_s5.tracker import ClassTracker, Event
 
 __all__ = ["MultiStreamEngine"]
@@ -57,8 +57,9 @@ class _StreamBank(SeparatorBank):
     release are the base class's, over global slots."""
 
     def __init__(self, model: SeparatorModel, n_streams: int, slots_per_stream: int, passes: int, n_fft: int,
-                 hop: int, channels: int, n_classes: int, history_frames: int):
-        super().__init__(model, n_streams * slots_per_stream, passes, n_fft, hop, channels, n_classes, history_frames)
+                 hop: int, channels: int, n_classes: int, history_frames: int, step_model=None):
+        super().__init__(model, n_streams * slots_per_stream, passes, n_fft, hop, channels, n_classes, history_frames,
+                         step_model=step_model)
         self.n_streams, self.slots_per_stream = n_streams, slots_per_stream
         self.spectra = np.zeros((history_frames, n_streams, channels, 2, self.n_freq), dtype=np.float32)
 
@@ -75,7 +76,7 @@ class _StreamBank(SeparatorBank):
         if slots.size == 0:
             return slots, np.zeros((0, self.hop), np.float32)
         mix = spec[slots // self.slots_per_stream][:, None]
-        est = self._run_passes(slots, mix, activity[slots, None].astype(np.float32))
+        est = self._run_passes(slots, mix, activity[slots, None].astype(np.float32), self.step_model)
         return slots, self.ola(est, slots)
 
     def assign(self, slot: int, class_index: int, first_frame: int, last_frame: int,
@@ -88,7 +89,7 @@ class _StreamBank(SeparatorBank):
         if frames.size == 0:
             return np.zeros(0, np.float32)
         mix = self.spectra[frames % self.history, slot // self.slots_per_stream][None]
-        est = self._run_passes(np.array([slot]), mix, activity[None].astype(np.float32))
+        est = self._run_passes(np.array([slot]), mix, activity[None].astype(np.float32), self.model)
         return self.ola(est, np.array([slot]))[0]
 
 
@@ -158,7 +159,7 @@ class MultiStreamEngine:
         self.history_frames = history // self.hop
         self.slots = len(self.fixed) if self.fixed is not None else int(b.separator["class_slots"])
         self.bank = _StreamBank(self.sep_model, n, self.slots, self.passes, self.n_fft, self.hop, self.channels,
-                                len(self.classes), self.history_frames)
+                                len(self.classes), self.history_frames, step_model=self._step_model(n * self.slots))
         # SED phases: all 0 (as Engine), or the streams split into contiguous groups over the hops
         # of one SED period.
         hops_per_sed = self.sed_hop // self.hop
@@ -197,6 +198,20 @@ class MultiStreamEngine:
         self.sed_windows = 0  # windows (streams) analysed
         self.timers = {k: StageTimer() for k in ("block", "sed", "separator", "tracker", "conditioning", "output")}
         self.deadline_misses = 0
+
+    def _step_model(self, n_slots: int):
+        """As Engine: with CUDA (or options.io_binding), the per-hop passes go through a fixed-shape
+        IO-bound session sized for every slot of every stream (free slots are fed as zero rows)."""
+        cuda = self.providers[0] == "CUDAExecutionProvider"
+        use = getattr(self.options, "io_binding", None)
+        use = use if use is not None else cuda
+        if not use:
+            return None
+        key = (n_slots, cuda)
+        if getattr(self, "_bound", (None, None))[0] != key:
+            self._bound = (key, BoundSeparatorModel(self.bundle, self.providers, n_slots, self.options.threads,
+                                                    cuda_graph=cuda))
+        return self._bound[1]
 
     def reset(self, classes=None):
         """Forget all streams (states, rings, trackers, counters); keep sessions and calibration.

@@ -119,6 +119,18 @@ def test_streams_match_separate_engines(toy_bundle, classes, refine):
         assert all(r[0][1] for r in refs)  # and backfills
 
 
+def test_io_bound_step_session_gives_the_same_output(toy_bundle):
+    # the GPU path's fixed-shape IO-bound separator (sized for all slots of all streams), on the CPU
+    n = 3
+    xs = stream_inputs(n, seconds=4.0)
+    sizes = sizes_for(xs[0].size, seed=2)
+    plain = run_multi(MultiStreamEngine(str(toy_bundle), n_streams=n, options=OPTS), xs, sizes)
+    eng = MultiStreamEngine(str(toy_bundle), n_streams=n, options=EngineOptions(calibrate=False, io_binding=True))
+    assert eng.bank.step_model is not eng.bank.model and eng.bank.step_model.slots == n * eng.slots
+    for a, b in zip(plain, run_multi(eng, xs, sizes)):
+        assert_same(a, b)
+
+
 def test_batching_one_call_per_pass_and_one_sed_call_per_hop(toy_bundle):
     hops = 100  # 10 SED hops
     for n in (1, 6):
