@@ -63,9 +63,9 @@ def test_engine_rtf(benchmark, bundle, scene60, classes, threads):
 
     def run():
         eng.reset()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         result["times"], result["outs"] = feed_all(eng, frames, hop)
-        result["wall"] = time.perf_counter() - t
+        result["wall"], result["cpu"] = time.perf_counter() - t, time.process_time() - cpu
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     fixed = tuple(FIXED.split(",")) if classes != "auto" else None
@@ -75,7 +75,10 @@ def test_engine_rtf(benchmark, bundle, scene60, classes, threads):
     hop_ms = 1000.0 * hop / bundle.sample_rate
     block = st["timings"]["block"]
     feed = summarise(result["times"][:-1])
-    record(benchmark, rtf=round(result["wall"] / audio_s, 5), audio_s=audio_s, compute_s=round(result["wall"], 4),
+    # rtf: wall clock (what a live stream sees); cpu_rtf: CPU time of this process (all its threads),
+    # which another job on the machine disturbs much less
+    record(benchmark, rtf=round(result["wall"] / audio_s, 5), cpu_rtf=round(result["cpu"] / audio_s, 5),
+           audio_s=audio_s, compute_s=round(result["wall"], 4),
            classes=classes, slots=eng.bank.n_slots, passes=eng.passes, threads=threads, hop_ms=hop_ms,
            p50_ms=round(block["p50_ms"], 4), p99_ms=round(block["p99_ms"], 4), max_ms=round(block["max_ms"], 4),
            p99_over_quarter_hop=round(block["p99_ms"] / (hop_ms / 4), 4),

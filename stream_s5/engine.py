@@ -249,7 +249,7 @@ class Engine:
         # separator for the classes holding slots, guided by their SED activity at this frame
         t1 = time.perf_counter()
         for slot in self.bank.occupied:
-            self._slot_activity[slot] = self.activity.get(np.array([frame_index]), self.bank.slot_class[slot])[0]
+            self._slot_activity[slot] = self.activity.at(frame_index, self.bank.slot_class[slot])
         slots, audio = self.bank.step(spec, self._slot_activity)
         for slot, samples in zip(slots, audio):
             chunks.setdefault(self.classes[self.bank.slot_class[slot]], []).append((block_start, samples))

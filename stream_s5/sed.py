@@ -46,6 +46,12 @@ class ActivityTimeline:
         self.values[frames % self.history] = result.frame_probs[np.clip(sed_index, 0, len(result.frame_probs) - 1)]
         self.latest = int(frames[-1])
 
+    def at(self, frame: int, class_index: int) -> float:
+        """One frame, one class (the per-hop path)."""
+        if self.latest < 0:
+            return 0.0
+        return float(self.values[min(frame, self.latest) % self.history, class_index])
+
     def get(self, frames: np.ndarray, class_index: int) -> np.ndarray:
         if self.latest < 0:
             return np.zeros(len(frames), np.float32)
