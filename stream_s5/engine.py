@@ -20,6 +20,7 @@ they were chunked: feeding sample by sample or all at once gives bit-identical o
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ from stream_s5.ring import RingBuffer
 from stream_s5.sed import ActivityTimeline, SedScheduler
 from stream_s5.separator import SeparatorBank
 from stream_s5.sessions import BoundSeparatorModel, SedModel, SeparatorModel, choose_providers
+from stream_s5.timing import StageTimer
 from stream_s5.tracker import ClassTracker, Event, TrackerOptions
 
 __all__ = ["Engine", "EngineOptions", "EngineOutput", "Backfill", "BudgetError", "StageTimer"]
@@ -47,6 +49,7 @@ class EngineOptions:
     calibrate: bool = True
     history_s: float = 2.5  # ring length: SED window + backfill pre-roll
     clip_level: float = 1.0
+    sed_worker: bool = True  # SED inference on a worker thread between hops (same output either way)
     io_binding: bool | None = None  # fixed-shape IO-bound per-hop calls; None: on with CUDA (+ CUDA graphs)
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
 
@@ -65,26 +68,6 @@ class EngineOutput:
     audio: dict[str, np.ndarray]  # label → [length] for classes with a slot; others are silent
     backfill: list[Backfill]
     events: list[Event]  # opened (offset None) or closed now
-
-
-class StageTimer:
-    """Per-stage durations in a preallocated buffer (no growth while running)."""
-
-    def __init__(self, capacity: int = 1 << 16):
-        self.values = np.zeros(capacity, dtype=np.float64)
-        self.count = 0
-
-    def add(self, seconds: float):
-        self.values[self.count % self.values.size] = seconds
-        self.count += 1
-
-    def summary(self) -> dict:
-        n = min(self.count, self.values.size)
-        if n == 0:
-            return {"count": 0}
-        v = self.values[:n] * 1000.0
-        return {"count": self.count, "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
-                "max_ms": float(v.max()), "mean_ms": float(v.mean())}
 
 
 class Engine:
@@ -107,6 +90,8 @@ class Engine:
         self.passes = self._passes_requested(refine)
         self.input_rate = input_rate or self.rate
         self.input_channels = input_channels or self.channels
+        # one worker thread for the SED for the engine's lifetime (resets keep it)
+        self._sed_executor = ThreadPoolExecutor(1, thread_name_prefix="stream-s5-sed") if self.options.sed_worker else None
         self._build()
         self.calibration: dict = {}
         if self.options.calibrate:
@@ -132,7 +117,7 @@ class Engine:
         self.bank = SeparatorBank(self.sep_model, n_slots, self.passes, self.n_fft, self.hop, self.channels,
                                   len(self.classes), self.history_frames, step_model=self._step_model(n_slots))
         self.sed = SedScheduler(self.sed_model, int(b.sed["window"]), int(b.sed["hop"]), int(b.sed["frame_hop"]),
-                                self.channels)
+                                self.channels, executor=self._sed_executor)
         self.activity = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
         self.tracker = ClassTracker(self.classes, n_slots, self.rate, self.options.tracker, self.fixed,
                                     hop_frames=max(1, int(b.sed["hop"]) // int(b.sed["frame_hop"])))
@@ -146,7 +131,9 @@ class Engine:
         self._slot_activity = np.zeros(n_slots, np.float32)
         self.frames_done = 0  # hops processed
         self.flushed = False
-        self.timers = {k: StageTimer() for k in ("block", "sed", "separator", "tracker", "conditioning")}
+        self._sed_pending = None  # (frame index at which to apply, future of the SedResult)
+        self.timers = {k: StageTimer() for k in ("block", "separator", "sed_wait", "tracker", "conditioning")}
+        self.timers["sed"] = self.sed.timer
         self.deadline_misses = 0
 
     def _step_model(self, n_slots: int):
@@ -212,6 +199,8 @@ class Engine:
         events: list[Event] = []
         for h in range(n_hops):
             self._hop(x[:, h * self.hop : (h + 1) * self.hop], chunks, backfills, events)
+        if limit is not None and self._sed_pending is not None:  # end of stream: the last SED result
+            self._apply_sed(self._sed_pending[1], self.frames_done - 1, backfills, events)
         end = self.emitted if limit is None else min(self.emitted, limit)
         length = max(0, end - start)
         audio = {}
@@ -240,8 +229,12 @@ class Engine:
 
     def _hop(self, block: np.ndarray, chunks, backfills, events):
         t0 = time.perf_counter()
-        self.ring.write(block)
         frame_index = self.frames_done
+        # The SED submitted at the previous hop is applied now, before this frame is separated: the
+        # output is the same as applying it right away, and its inference ran between the hops.
+        if self._sed_pending is not None and self._sed_pending[0] == frame_index:
+            self._apply_sed(self._sed_pending[1], frame_index - 1, backfills, events)
+        self.ring.write(block)
         block_start = (frame_index + 1) * self.hop - self.n_fft  # what this frame's overlap-add finishes
         end = self.ring.written
         self.ring.read(end - self.n_fft, end, out=self._frame)
@@ -254,30 +247,35 @@ class Engine:
         for slot, samples in zip(slots, audio):
             chunks.setdefault(self.classes[self.bank.slot_class[slot]], []).append((block_start, samples))
         self.frames_done += 1
-        t2 = time.perf_counter()
-        self.timers["separator"].add(t2 - t1)
+        self.timers["separator"].add(time.perf_counter() - t1)
         if self.sed.due(end):
-            result = self.sed.run(self.ring, end)
-            t3 = time.perf_counter()
-            self.timers["sed"].add(t3 - t2)
-            self.activity.write(result)
-            new_events, changes = self.tracker.update(result)
-            events.extend(new_events)
-            for change in changes:
-                if change.label is None:
-                    self.bank.release(change.slot)
-                    continue
-                first = max(change.start_sample // self.hop, frame_index - self.history_frames + 1, 0)
-                frames = np.arange(first, frame_index + 1)
-                class_index = self.classes.index(change.label)
-                audio = self.bank.assign(change.slot, class_index, first, frame_index,
-                                         self.activity.get(frames, class_index))
-                backfills.append(Backfill(change.label, (first + 1) * self.hop - self.n_fft, audio))
-            self.timers["tracker"].add(time.perf_counter() - t3)
+            self._sed_pending = (frame_index + 1, self.sed.submit(self.ring, end))
         elapsed = time.perf_counter() - t0
         self.timers["block"].add(elapsed)
         if elapsed * 1000.0 > self.budget_ms:
             self.deadline_misses += 1
+
+    def _apply_sed(self, future, last_frame: int, backfills, events):
+        """SED result → activity timeline → tracker → slot changes; a new slot is caught up from its
+        onset through `last_frame` (backfill)."""
+        t0 = time.perf_counter()
+        result = future.result()
+        t1 = time.perf_counter()
+        self.timers["sed_wait"].add(t1 - t0)
+        self._sed_pending = None
+        self.activity.write(result)
+        new_events, changes = self.tracker.update(result)
+        events.extend(new_events)
+        for change in changes:
+            if change.label is None:
+                self.bank.release(change.slot)
+                continue
+            first = max(change.start_sample // self.hop, last_frame - self.history_frames + 1, 0)
+            frames = np.arange(first, last_frame + 1)
+            class_index = self.classes.index(change.label)
+            audio = self.bank.assign(change.slot, class_index, first, last_frame, self.activity.get(frames, class_index))
+            backfills.append(Backfill(change.label, (first + 1) * self.hop - self.n_fft, audio))
+        self.timers["tracker"].add(time.perf_counter() - t1)
 
     # ------------------------------------------------------------------ budget
     def calibrate(self, refine_auto: bool = False, blocks: int = 30) -> dict:

@@ -4,12 +4,15 @@ is what conditions the separator over time."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from stream_s5.ring import RingBuffer
 from stream_s5.sessions import SedModel
+from stream_s5.timing import StageTimer
 
 __all__ = ["SedResult", "SedScheduler", "ActivityTimeline"]
 
@@ -60,18 +63,37 @@ class ActivityTimeline:
 
 
 class SedScheduler:
-    def __init__(self, model: SedModel, window: int, hop: int, frame_hop: int, channels: int):
+    """Runs the SED on the newest window every SED hop. With an executor the inference runs on its
+    worker thread (ONNX Runtime releases the GIL), so it overlaps the next hop's separator work
+    instead of stretching the hop it falls on; the engine applies the result at a fixed later hop,
+    so the output does not depend on timing."""
+
+    def __init__(self, model: SedModel, window: int, hop: int, frame_hop: int, channels: int,
+                 executor: ThreadPoolExecutor | None = None):
         self.model, self.window, self.hop, self.frame_hop = model, window, hop, frame_hop
-        self._buffer = np.zeros((channels, window), dtype=np.float32)
         self.calls = 0
+        self.timer = StageTimer()
+        self._executor = executor
 
     def due(self, end: int) -> bool:
         return end > 0 and end % self.hop == 0
 
-    def run(self, ring: RingBuffer, end: int) -> SedResult:
-        start = end - self.window
-        ring.read(start, end, out=self._buffer)
+    def _infer(self, audio: np.ndarray, end: int) -> SedResult:
+        t0 = time.perf_counter()
         # Spatial bundles: SED listens to the reference (first) channel.
-        clip, frame = self.model(self._buffer[:1])
+        clip, frame = self.model(audio[:1])
+        self.timer.add(time.perf_counter() - t0)
+        return SedResult(end, end - self.window, clip[0], frame[0], self.frame_hop)
+
+    def submit(self, ring: RingBuffer, end: int) -> Future:
+        """Copy the window now (the ring moves on) and start the inference."""
+        audio = ring.read(end - self.window, end)
         self.calls += 1
-        return SedResult(end, start, clip[0], frame[0], self.frame_hop)
+        if self._executor is not None:
+            return self._executor.submit(self._infer, audio, end)
+        done: Future = Future()
+        done.set_result(self._infer(audio, end))
+        return done
+
+    def run(self, ring: RingBuffer, end: int) -> SedResult:
+        return self.submit(ring, end).result()

@@ -141,3 +141,15 @@ def test_io_bound_path_gives_the_same_stream():
     assert outs[0].keys() == outs[1].keys()
     for k in outs[0]:
         np.testing.assert_allclose(outs[0][k], outs[1][k], atol=1e-5)
+
+
+def test_sed_on_a_worker_thread_gives_the_same_output(toy_bundle):
+    x = tone_bursts(seconds=5.0)
+    outs = []
+    for worker in (False, True):
+        eng = Engine(str(toy_bundle), classes="auto", device="cpu",
+                     options=EngineOptions(calibrate=False, sed_worker=worker))
+        outs.append(flatten(collect(eng, x, [777] * 200)))
+    assert outs[0][0].keys() == outs[1][0].keys() and outs[0][2] == outs[1][2]
+    for k in outs[0][0]:
+        np.testing.assert_array_equal(outs[0][0][k], outs[1][0][k])

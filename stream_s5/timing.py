@@ -1,0 +1,27 @@
+"""Per-stage timing with preallocated storage (nothing grows while a stream runs)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["StageTimer"]
+
+
+class StageTimer:
+    """Per-stage durations in a preallocated buffer (no growth while running)."""
+
+    def __init__(self, capacity: int = 1 << 16):
+        self.values = np.zeros(capacity, dtype=np.float64)
+        self.count = 0
+
+    def add(self, seconds: float):
+        self.values[self.count % self.values.size] = seconds
+        self.count += 1
+
+    def summary(self) -> dict:
+        n = min(self.count, self.values.size)
+        if n == 0:
+            return {"count": 0}
+        v = self.values[:n] * 1000.0
+        return {"count": self.count, "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+                "max_ms": float(v.max()), "mean_ms": float(v.mean())}
