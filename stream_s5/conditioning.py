@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import soxr
 
-__all__ = ["InputConditioner", "RepairCounters", "InputError"]
+__all__ = ["InputConditioner", "RepairCounters", "InputError", "as_frames", "to_float32", "repair"]
 
 MIN_RATE, MAX_RATE = 4000, 384000
 
@@ -40,6 +40,41 @@ class RepairCounters:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def as_frames(samples, prefix: str = "") -> np.ndarray:
+    """Rule 1's layout check: numeric 1-D or frames × channels input → frames × channels (a view)."""
+    x = np.asarray(samples)
+    if x.dtype.kind not in "fiu":
+        raise InputError(f"{prefix}audio must be numeric, got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise InputError(f"{prefix}audio must be 1-D or frames × channels, got shape {x.shape}")
+    return x
+
+
+def to_float32(x: np.ndarray) -> np.ndarray:
+    """Rule 2 → a float32 copy (the repairs then work in place)."""
+    if x.dtype.kind in "iu":
+        info = np.iinfo(x.dtype)
+        x = (x.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+    return x.astype(np.float32, copy=True)
+
+
+def repair(x: np.ndarray, clip_level: float, axis=None) -> tuple:
+    """Rules 3 and 4, in place on float `x` → (non-finite, clipped) sample counts, summed over `axis`
+    (0 when there are none)."""
+    nonfinite = clipped = 0
+    bad = ~np.isfinite(x)
+    if bad.any():
+        nonfinite = bad.sum(axis=axis)
+        x[bad] = 0.0
+    over = np.abs(x) > clip_level
+    if over.any():
+        clipped = over.sum(axis=axis)
+        np.clip(x, -clip_level, clip_level, out=x)
+    return nonfinite, clipped
 
 
 class InputConditioner:
@@ -67,32 +102,18 @@ class InputConditioner:
         self.__init__(self.in_rate, self.in_channels, self.out_rate, self.out_channels, self.clip_level)
 
     def _validate(self, samples) -> np.ndarray:
-        x = np.asarray(samples)
-        if x.dtype.kind not in "fiu":
-            raise InputError(f"audio must be numeric, got dtype {x.dtype}")
-        if x.ndim == 1:
-            x = x[:, None]
-        if x.ndim != 2:
-            raise InputError(f"audio must be 1-D or frames × channels, got shape {x.shape}")
+        x = as_frames(samples)
         if x.shape[1] != self.in_channels:
             raise InputError(f"expected {self.in_channels} channel(s) (frames × channels), got shape {x.shape}")
-        if x.dtype.kind in "iu":
-            info = np.iinfo(x.dtype)
-            x = (x.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
-        return x.astype(np.float32, copy=True)
+        return to_float32(x)
 
     def __call__(self, samples) -> np.ndarray:
         """→ [out_channels, n] float32 at the bundle's rate (n may be 0 while the resampler fills)."""
         x = self._validate(samples)
         self.counters.input_samples += x.shape[0]
-        bad = ~np.isfinite(x)
-        if bad.any():
-            self.counters.nonfinite_samples += int(bad.sum())
-            x[bad] = 0.0
-        over = np.abs(x) > self.clip_level
-        if over.any():
-            self.counters.clipped_samples += int(over.sum())
-            np.clip(x, -self.clip_level, self.clip_level, out=x)
+        nonfinite, clipped = repair(x, self.clip_level)
+        self.counters.nonfinite_samples += int(nonfinite)
+        self.counters.clipped_samples += int(clipped)
         x = self._mix(x)
         if self._resampler is not None:
             x = self._resampler.resample_chunk(x)

@@ -29,7 +29,7 @@ from stream_s5.bundle import Bundle, load_bundle
 from stream_s5.conditioning import InputConditioner
 from stream_s5.labels import parse_class_list
 from stream_s5.ring import RingBuffer
-from stream_s5.sed import ActivityTimeline, SedScheduler
+from stream_s5.sed import ActivityTimeline, SedResult, SedScheduler
 from stream_s5.separator import SeparatorBank
 from stream_s5.sessions import BoundSeparatorModel, SedModel, SeparatorModel, choose_providers
 from stream_s5.timing import StageTimer
@@ -70,10 +70,68 @@ class EngineOutput:
     events: list[Event]  # opened (offset None) or closed now
 
 
-class Engine:
-    def __init__(self, bundle: Bundle | str | None = None, classes="auto", refine: int | str | None = None,
-                 device: str = "auto", input_rate: int | None = None, input_channels: int | None = None,
-                 options: EngineOptions | None = None):
+def parse_classes(classes, known) -> tuple[str, ...] | None:
+    """A class selection ("auto" or None, "A,B", or a list of names) → the fixed classes; None: auto."""
+    if classes in (None, "auto"):
+        return None
+    return tuple(parse_class_list(classes if isinstance(classes, str) else ",".join(classes), known))
+
+
+def apply_sed_result(result: SedResult, frame_index: int, activity: ActivityTimeline, tracker: ClassTracker,
+                     bank: SeparatorBank, first_slot: int, backfills: list[Backfill], events: list[Event]) -> None:
+    """One stream's SED result → its activity timeline → its tracker → changes of its slots (tracker
+    slot s is `bank` slot first_slot + s); a slot given to a class is caught up from the onset through
+    `frame_index`, the hop at which the SED window ended (backfill)."""
+    activity.write(result)
+    new_events, changes = tracker.update(result)
+    events.extend(new_events)
+    for change in changes:
+        slot = first_slot + change.slot
+        if change.label is None:
+            bank.release(slot)
+            continue
+        first = max(change.start_sample // bank.hop, frame_index - bank.history + 1, 0)
+        frames = np.arange(first, frame_index + 1)
+        class_index = tracker.classes.index(change.label)
+        audio = bank.assign(slot, class_index, first, frame_index, activity.get(frames, class_index))
+        backfills.append(Backfill(change.label, (first + 1) * bank.hop - bank.n_fft, audio))
+
+
+def assemble_output(start: int, end: int, chunks: dict[str, list[tuple[int, np.ndarray]]],
+                    backfills: list[Backfill], events: list[Event], limit: int | None = None) -> EngineOutput:
+    """One call's output: timeline samples [start, end), cut at `limit` (the end of the stream).
+    chunks: label → [(block start, samples)] as the separator finished them; backfills are clipped
+    to the timeline [0, limit)."""
+    if limit is not None:
+        end = min(end, limit)
+    length = max(0, end - start)
+    audio = {}
+    for label, parts in chunks.items():
+        buf = np.zeros(length, np.float32)  # a class that got its slot mid-call starts later
+        for block_start, samples in parts:
+            lo = block_start - start
+            if lo < 0:  # the first hop of the stream covers samples before its start
+                samples, lo = samples[-lo:], 0
+            hi = min(lo + samples.size, length)
+            if hi > lo:
+                buf[lo:hi] = samples[: hi - lo]
+        audio[label] = buf
+    clipped = []
+    for bf in backfills:
+        samples, first = bf.audio, bf.start
+        if first < 0:
+            samples, first = samples[-first:], 0
+        if limit is not None:
+            samples = samples[: max(0, limit - first)]
+        clipped.append(Backfill(bf.label, first, samples))
+    return EngineOutput(start, length, audio, clipped, events)
+
+
+class _EngineCore:
+    """What `Engine` and `MultiStreamEngine` share: bundle and sessions, pass count, per-hop step
+    session, output timeline, hop timing and budget calibration."""
+
+    def _load(self, bundle, classes, refine, device, options):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.options = options or EngineOptions()
         b = self.bundle
@@ -81,23 +139,19 @@ class Engine:
         self.n_fft = int(b.separator["n_fft"])
         self.latency = b.algorithmic_latency
         self.classes = b.classes
-        self.fixed = None if classes in (None, "auto") else tuple(
-            parse_class_list(classes, self.classes) if isinstance(classes, str) else parse_class_list(",".join(classes), self.classes))
+        self.fixed = parse_classes(classes, self.classes)
         self.providers, self.device_note = choose_providers(device)
         self.sed_model = SedModel(b, self.providers, self.options.threads)
         self.sep_model = SeparatorModel(b, self.providers, self.options.threads)
         self.budget_ms = self.options.budget_ms or b.budget_ms
         self.passes = self._passes_requested(refine)
-        self.input_rate = input_rate or self.rate
-        self.input_channels = input_channels or self.channels
-        # one worker thread for the SED for the engine's lifetime (resets keep it)
-        self._sed_executor = ThreadPoolExecutor(1, thread_name_prefix="stream-s5-sed") if self.options.sed_worker else None
+
+    def _start(self, refine):
         self._build()
         self.calibration: dict = {}
         if self.options.calibrate:
             self.calibrate(refine_auto=refine == "auto")
 
-    # ------------------------------------------------------------------ set-up
     def _passes_requested(self, refine) -> int:
         max_passes = int(self.bundle.separator["max_passes"])
         if refine in (None, "auto"):
@@ -107,36 +161,21 @@ class Engine:
             raise ValueError(f"refinement passes must be 1..{max_passes} for this bundle, not {k}")
         return k
 
-    def _build(self):
-        b = self.bundle
-        history = int(self.options.history_s * self.rate)
-        history = max(history, int(b.sed["window"]) + 4 * self.n_fft)
-        self.ring = RingBuffer(self.channels, history)
-        self.history_frames = history // self.hop
-        n_slots = len(self.fixed) if self.fixed is not None else int(b.separator["class_slots"])
-        self.bank = SeparatorBank(self.sep_model, n_slots, self.passes, self.n_fft, self.hop, self.channels,
-                                  len(self.classes), self.history_frames, step_model=self._step_model(n_slots))
-        self.sed = SedScheduler(self.sed_model, int(b.sed["window"]), int(b.sed["hop"]), int(b.sed["frame_hop"]),
-                                self.channels, executor=self._sed_executor)
-        self.activity = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
-        self.tracker = ClassTracker(self.classes, n_slots, self.rate, self.options.tracker, self.fixed,
-                                    hop_frames=max(1, int(b.sed["hop"]) // int(b.sed["frame_hop"])))
-        if self.fixed is not None:
-            for slot, label in enumerate(self.fixed):
-                self.bank.assign(slot, self.classes.index(label), 0, -1, np.zeros(0))
-        self.conditioner = InputConditioner(self.input_rate, self.input_channels, self.rate, self.channels,
-                                            self.options.clip_level)
-        self._pending = np.zeros((self.channels, 0), np.float32)  # conditioned samples not yet a full hop
-        self._frame = np.zeros((self.channels, self.n_fft), np.float32)
-        self._slot_activity = np.zeros(n_slots, np.float32)
-        self.frames_done = 0  # hops processed
-        self.flushed = False
-        self._sed_pending = None  # (frame index at which to apply, future of the SedResult)
-        self.timers = {k: StageTimer() for k in ("block", "separator", "sed_wait", "tracker", "conditioning")}
-        self.timers["sed"] = self.sed.timer
-        self.deadline_misses = 0
+    def _history(self) -> int:
+        """Ring length in samples: SED window + backfill pre-roll."""
+        return max(int(self.options.history_s * self.rate), int(self.bundle.sed["window"]) + 4 * self.n_fft)
+
+    def _sed_scheduler(self, executor: ThreadPoolExecutor | None) -> SedScheduler:
+        sed = self.bundle.sed
+        return SedScheduler(self.sed_model, int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), executor)
+
+    def _tracker(self, n_slots: int) -> ClassTracker:
+        hop_frames = max(1, int(self.bundle.sed["hop"]) // int(self.bundle.sed["frame_hop"]))
+        return ClassTracker(self.classes, n_slots, self.rate, self.options.tracker, self.fixed, hop_frames=hop_frames)
 
     def _step_model(self, n_slots: int):
+        """With CUDA (or options.io_binding): a fixed-shape IO-bound session for the per-hop passes
+        over `n_slots` slots (free ones are fed as zero rows), kept across rebuilds of that size."""
         cuda = self.providers[0] == "CUDAExecutionProvider"
         use = self.options.io_binding if self.options.io_binding is not None else cuda
         if not use:
@@ -147,22 +186,116 @@ class Engine:
                                                     cuda_graph=cuda))
         return self._bound[1]
 
-    def reset(self, classes=None, input_rate: int | None = None, input_channels: int | None = None):
-        """Forget the stream (states, ring, tracker, counters); keep sessions and calibration.
-        Optionally switch the class selection or the input format for the next stream."""
-        if classes is not None:
-            self.fixed = None if classes == "auto" else tuple(
-                parse_class_list(classes if isinstance(classes, str) else ",".join(classes), self.classes))
-        self.input_rate = input_rate or self.input_rate
-        self.input_channels = input_channels or self.input_channels
-        self._build()
-
-    # ------------------------------------------------------------------ streaming
     @property
     def emitted(self) -> int:
         """Samples of the output timeline finished so far."""
         return max(0, self.frames_done * self.hop - (self.n_fft - self.hop))
 
+    def _flush_padding(self, total: int, have: int) -> int:
+        """Zeros after `have` samples that finish the last hop and push the last of `total` samples
+        through the overlap-add."""
+        return max(0, -(-max(total, have) // self.hop) * self.hop + (self.n_fft - self.hop) - have)
+
+    def _end_hop(self, t0: float):
+        elapsed = time.perf_counter() - t0
+        self.timers["block"].add(elapsed)
+        if elapsed * 1000.0 > self.budget_ms:
+            self.deadline_misses += 1
+
+    def _stats(self, **more) -> dict:
+        return {"timings": {k: t.summary() for k, t in self.timers.items()}, "deadline_misses": self.deadline_misses,
+                "hops": self.frames_done, **more}
+
+    def _measure(self, n_slots: int, blocks: int, sed_batch: int, sed_runs: int) -> tuple[float, float]:
+        """Median ms of one separator pass over `n_slots` occupied slots, and of one SED call on
+        `sed_batch` windows."""
+        n_freq = self.n_fft // 2 + 1
+        mix = np.zeros((n_slots, 1, self.channels, 2, n_freq), np.float32)
+        onehot = np.eye(len(self.classes), dtype=np.float32)[np.arange(n_slots) % len(self.classes)]
+        state = np.zeros((n_slots, *self.sep_model.state_shape), np.float32)
+        activity = np.ones((n_slots, 1), np.float32)
+        prev = np.zeros((n_slots, 1, 2, n_freq), np.float32)
+        per_pass = []
+        for i in range(blocks + 3):
+            t = time.perf_counter()
+            self.sep_model(mix, prev, onehot, activity, np.zeros(n_slots, np.int64), state)
+            if i >= 3:  # the first calls pay for allocations
+                per_pass.append(time.perf_counter() - t)
+        window = np.zeros((sed_batch, int(self.bundle.sed["window"])), np.float32)
+        sed_times = []
+        for i in range(sed_runs + 1):
+            t = time.perf_counter()
+            self.sed_model(window)
+            if i >= 1:
+                sed_times.append(time.perf_counter() - t)
+        return float(np.median(per_pass)) * 1000, float(np.median(sed_times)) * 1000
+
+    def _calibrate(self, refine_auto: bool, blocks: int, sed_runs: int, n_slots: int, sed_batch: int,
+                   seds_per_sed_hop: int, info: dict | None = None) -> float:
+        """Per-hop cost of k passes = k × one pass over `n_slots` slots + the `seds_per_sed_hop` SED
+        calls of one SED hop, amortised over its hops. With refine_auto the pass count is lowered until it fits the budget.
+        Sets `calibration` (with `info`) and returns the cost of the chosen pass count."""
+        pass_ms, sed_ms = self._measure(n_slots, blocks, sed_batch, sed_runs)
+        sed_per_hop = sed_ms * seds_per_sed_hop / (int(self.bundle.sed["hop"]) // self.hop)
+        cost = lambda k: k * pass_ms + sed_per_hop  # noqa: E731
+        requested = self.passes
+        if refine_auto:
+            while self.passes > 1 and cost(self.passes) > self.budget_ms:
+                self.passes -= 1
+            if self.passes != requested:
+                self._build()
+        self.calibration = {"pass_ms": round(pass_ms, 4), "sed_ms": round(sed_ms, 4), **(info or {}), "slots": n_slots,
+                            "passes": self.passes, "hop_cost_ms": round(cost(self.passes), 4),
+                            "budget_ms": self.budget_ms}
+        return cost(self.passes)
+
+
+class Engine(_EngineCore):
+    def __init__(self, bundle: Bundle | str | None = None, classes="auto", refine: int | str | None = None,
+                 device: str = "auto", input_rate: int | None = None, input_channels: int | None = None,
+                 options: EngineOptions | None = None):
+        self._load(bundle, classes, refine, device, options)
+        self.input_rate = input_rate or self.rate
+        self.input_channels = input_channels or self.channels
+        # one worker thread for the SED for the engine's lifetime (resets keep it)
+        self._sed_executor = ThreadPoolExecutor(1, thread_name_prefix="stream-s5-sed") if self.options.sed_worker else None
+        self._start(refine)
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self):
+        history = self._history()
+        self.ring = RingBuffer(self.channels, history)
+        self.history_frames = history // self.hop
+        n_slots = len(self.fixed) if self.fixed is not None else int(self.bundle.separator["class_slots"])
+        self.bank = SeparatorBank(self.sep_model, n_slots, self.passes, self.n_fft, self.hop, self.channels,
+                                  len(self.classes), self.history_frames, step_model=self._step_model(n_slots))
+        self.sed = self._sed_scheduler(self._sed_executor)
+        self.activity = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
+        self.tracker = self._tracker(n_slots)
+        if self.fixed is not None:
+            for slot, label in enumerate(self.fixed):
+                self.bank.assign(slot, self.classes.index(label), 0, -1, np.zeros(0))
+        self.conditioner = InputConditioner(self.input_rate, self.input_channels, self.rate, self.channels,
+                                            self.options.clip_level)
+        self._pending = np.zeros((self.channels, 0), np.float32)  # conditioned samples not yet a full hop
+        self._frame = np.zeros((self.channels, self.n_fft), np.float32)
+        self._slot_activity = np.zeros(n_slots, np.float32)
+        self.frames_done = 0  # hops processed
+        self.flushed = False
+        self.timers = {"block": StageTimer(), "separator": StageTimer(), "sed_wait": self.sed.wait_timer,
+                       "tracker": StageTimer(), "conditioning": StageTimer(), "sed": self.sed.timer}
+        self.deadline_misses = 0
+
+    def reset(self, classes=None, input_rate: int | None = None, input_channels: int | None = None):
+        """Forget the stream (states, ring, tracker, counters); keep sessions and calibration.
+        Optionally switch the class selection or the input format for the next stream."""
+        if classes is not None:
+            self.fixed = parse_classes(classes, self.classes)
+        self.input_rate = input_rate or self.input_rate
+        self.input_channels = input_channels or self.input_channels
+        self._build()
+
+    # ------------------------------------------------------------------ streaming
     def feed(self, samples) -> EngineOutput:
         """samples: [n] or [n, channels] at `input_rate` (any n, including 0)."""
         if self.flushed:
@@ -179,9 +312,7 @@ class Engine:
         total = self.conditioner.expected_output_length()
         tail = self.conditioner.flush()
         have = self.ring.written + self._pending.shape[1] + tail.shape[1]
-        # zeros to finish the last hop and to push the last samples through the overlap-add
-        need = -(-max(total, have) // self.hop) * self.hop + (self.n_fft - self.hop) - have
-        pad = np.zeros((self.channels, max(need, 0)), np.float32)
+        pad = np.zeros((self.channels, self._flush_padding(total, have)), np.float32)
         out = self._process(np.concatenate([tail, pad], axis=1), limit=total)
         closed = self.tracker.close(total)
         out.events.extend(closed)
@@ -194,46 +325,22 @@ class Engine:
             x = np.concatenate([self._pending, x], axis=1)
         n_hops = x.shape[1] // self.hop
         self._pending = x[:, n_hops * self.hop :].copy()
-        chunks: dict[str, list[np.ndarray]] = {}
+        chunks: dict[str, list[tuple[int, np.ndarray]]] = {}
         backfills: list[Backfill] = []
         events: list[Event] = []
         for h in range(n_hops):
             self._hop(x[:, h * self.hop : (h + 1) * self.hop], chunks, backfills, events)
-        if limit is not None and self._sed_pending is not None:  # end of stream: the last SED result
-            self._apply_sed(self._sed_pending[1], self.frames_done - 1, backfills, events)
-        end = self.emitted if limit is None else min(self.emitted, limit)
-        length = max(0, end - start)
-        audio = {}
-        for label, parts in chunks.items():
-            # parts are (block_start, samples); a class that got its slot mid-call starts later
-            buf = np.zeros(length, np.float32)
-            for block_start, samples in parts:
-                lo = block_start - start
-                if lo < 0:  # the first hop of the stream covers samples before its start
-                    samples, lo = samples[-lo:], 0
-                hi = min(lo + samples.size, length)
-                if hi > lo:
-                    buf[lo:hi] = samples[: hi - lo]
-            audio[label] = buf
-        # backfills are clipped to the timeline: [0, limit)
-        clipped = []
-        for bf in backfills:
-            samples, first = bf.audio, bf.start
-            if first < 0:
-                samples, first = samples[-first:], 0
-            if limit is not None:
-                samples = samples[: max(0, limit - first)]
-            clipped.append(Backfill(bf.label, first, samples))
-        backfills = clipped
-        return EngineOutput(start, length, audio, backfills, events)
+        if limit is not None and self.sed.pending:  # end of stream: the last SED result
+            self._apply_sed(backfills, events)
+        return assemble_output(start, self.emitted, chunks, backfills, events, limit)
 
     def _hop(self, block: np.ndarray, chunks, backfills, events):
         t0 = time.perf_counter()
         frame_index = self.frames_done
         # The SED submitted at the previous hop is applied now, before this frame is separated: the
         # output is the same as applying it right away, and its inference ran between the hops.
-        if self._sed_pending is not None and self._sed_pending[0] == frame_index:
-            self._apply_sed(self._sed_pending[1], frame_index - 1, backfills, events)
+        if self.sed.pending:
+            self._apply_sed(backfills, events)
         self.ring.write(block)
         block_start = (frame_index + 1) * self.hop - self.n_fft  # what this frame's overlap-add finishes
         end = self.ring.written
@@ -249,94 +356,42 @@ class Engine:
         self.frames_done += 1
         self.timers["separator"].add(time.perf_counter() - t1)
         if self.sed.due(end):
-            self._sed_pending = (frame_index + 1, self.sed.submit(self.ring, end))
-        elapsed = time.perf_counter() - t0
-        self.timers["block"].add(elapsed)
-        if elapsed * 1000.0 > self.budget_ms:
-            self.deadline_misses += 1
+            # spatial bundles: the SED listens to the reference (first) channel
+            self.sed.submit(self.ring.read(end - self.sed.window, end)[:1], end, frame_index)
+        self._end_hop(t0)
 
-    def _apply_sed(self, future, last_frame: int, backfills, events):
-        """SED result → activity timeline → tracker → slot changes; a new slot is caught up from its
-        onset through `last_frame` (backfill)."""
+    def _apply_sed(self, backfills, events):
+        frame_index, results = self.sed.take()
         t0 = time.perf_counter()
-        result = future.result()
-        t1 = time.perf_counter()
-        self.timers["sed_wait"].add(t1 - t0)
-        self._sed_pending = None
-        self.activity.write(result)
-        new_events, changes = self.tracker.update(result)
-        events.extend(new_events)
-        for change in changes:
-            if change.label is None:
-                self.bank.release(change.slot)
-                continue
-            first = max(change.start_sample // self.hop, last_frame - self.history_frames + 1, 0)
-            frames = np.arange(first, last_frame + 1)
-            class_index = self.classes.index(change.label)
-            audio = self.bank.assign(change.slot, class_index, first, last_frame, self.activity.get(frames, class_index))
-            backfills.append(Backfill(change.label, (first + 1) * self.hop - self.n_fft, audio))
-        self.timers["tracker"].add(time.perf_counter() - t1)
+        for _, result in results:
+            apply_sed_result(result, frame_index, self.activity, self.tracker, self.bank, 0, backfills, events)
+        self.timers["tracker"].add(time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ budget
     def calibrate(self, refine_auto: bool = False, blocks: int = 30) -> dict:
         """Time full-load hops (every slot occupied) and a SED call; refuse a pass count whose mean
         per-hop cost (SED amortised over its hop) exceeds the budget, or lower it with refine_auto."""
-        b = self.bundle
         n_slots = self.bank.n_slots
-        spec = np.zeros((self.channels, 2, self.n_fft // 2 + 1), np.float32)
-        mix = np.ascontiguousarray(np.broadcast_to(spec, (n_slots, 1, *spec.shape)))
-        onehot = np.eye(len(self.classes), dtype=np.float32)[np.arange(n_slots) % len(self.classes)]
-        state = np.zeros((n_slots, *self.sep_model.state_shape), np.float32)
-        activity = np.ones((n_slots, 1), np.float32)
-        prev = np.zeros((n_slots, 1, 2, spec.shape[-1]), np.float32)
-        per_pass = []
-        for i in range(blocks + 3):
-            t = time.perf_counter()
-            self.sep_model(mix, prev, onehot, activity, np.zeros(n_slots, np.int64), state)
-            if i >= 3:  # the first calls pay for allocations
-                per_pass.append(time.perf_counter() - t)
-        window = np.zeros((1, int(b.sed["window"])), np.float32)
-        sed_times = []
-        for i in range(5):
-            t = time.perf_counter()
-            self.sed_model(window)
-            if i >= 1:
-                sed_times.append(time.perf_counter() - t)
-        pass_ms = float(np.median(per_pass)) * 1000
-        sed_ms = float(np.median(sed_times)) * 1000
-        hops_per_sed = int(b.sed["hop"]) // self.hop
-        cost = lambda k: k * pass_ms + sed_ms / hops_per_sed  # noqa: E731
-        requested = self.passes
-        if refine_auto:
-            while self.passes > 1 and cost(self.passes) > self.budget_ms:
-                self.passes -= 1
-            if self.passes != requested:
-                self._build()
-        self.calibration = {"pass_ms": round(pass_ms, 4), "sed_ms": round(sed_ms, 4), "slots": n_slots,
-                            "passes": self.passes, "hop_cost_ms": round(cost(self.passes), 4),
-                            "budget_ms": self.budget_ms}
-        if cost(self.passes) > self.budget_ms:
+        cost = self._calibrate(refine_auto, blocks, sed_runs=4, n_slots=n_slots, sed_batch=1, seds_per_sed_hop=1)
+        if cost > self.budget_ms:
             raise BudgetError(
-                f"{self.passes} refinement pass(es) × {n_slots} slot(s) need {cost(self.passes):.2f} ms per "
+                f"{self.passes} refinement pass(es) × {n_slots} slot(s) need {cost:.2f} ms per "
                 f"{1000 * self.hop / self.rate:.1f} ms hop on this machine (budget {self.budget_ms:.2f} ms): "
                 "use --refine auto, fewer passes, fewer classes, or a larger --budget-ms")
         return self.calibration
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict:
-        return {
-            "timings": {k: t.summary() for k, t in self.timers.items()},
-            "deadline_misses": self.deadline_misses,
-            "hops": self.frames_done,
-            "sed_calls": self.sed.calls,
-            "separator_calls": self.bank.calls,
-            "slot_overflows": self.tracker.slot_overflows,
-            "repairs": self.conditioner.counters.to_dict(),
-            "device": self.device_note,
-            "passes": self.passes,
-            "budget_ms": self.budget_ms,
-            "calibration": self.calibration,
-        }
+        return self._stats(
+            sed_calls=self.sed.calls,
+            separator_calls=self.bank.calls,
+            slot_overflows=self.tracker.slot_overflows,
+            repairs=self.conditioner.counters.to_dict(),
+            device=self.device_note,
+            passes=self.passes,
+            budget_ms=self.budget_ms,
+            calibration=self.calibration,
+        )
 
     def slot_labels(self) -> list[str | None]:
         return [self.classes[c] if c >= 0 else None for c in self.bank.slot_class]

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_s5.ring import RingBuffer
 from stream_s5.sessions import SedModel
 from stream_s5.timing import StageTimer
 
@@ -63,37 +62,53 @@ class ActivityTimeline:
 
 
 class SedScheduler:
-    """Runs the SED on the newest window every SED hop. With an executor the inference runs on its
-    worker thread (ONNX Runtime releases the GIL), so it overlaps the next hop's separator work
-    instead of stretching the hop it falls on; the engine applies the result at a fixed later hop,
-    so the output does not depend on timing."""
+    """Runs the SED on the newest window(s) every SED hop. A hop submits its windows; the engine takes
+    the results at the start of the next hop (or at the end of the stream) and applies them there,
+    which gives the same output as applying them at once. With an executor the inference runs on its
+    worker thread in the meantime (ONNX Runtime releases the GIL), so the output does not depend on
+    timing."""
 
-    def __init__(self, model: SedModel, window: int, hop: int, frame_hop: int, channels: int,
+    def __init__(self, model: SedModel, window: int, hop: int, frame_hop: int,
                  executor: ThreadPoolExecutor | None = None):
         self.model, self.window, self.hop, self.frame_hop = model, window, hop, frame_hop
-        self.calls = 0
-        self.timer = StageTimer()
-        self._executor = executor
+        self.executor = executor
+        self.calls = 0  # inference calls
+        self.windows = 0  # windows analysed (one per stream)
+        self.timer = StageTimer()  # inference
+        self.wait_timer = StageTimer()  # waiting for a result when it is taken
+        self._pending: tuple[int, list[int], Future] | None = None
 
-    def due(self, end: int) -> bool:
-        return end > 0 and end % self.hop == 0
+    def due(self, end: int, phase: int = 0) -> bool:
+        """Whether a SED hop ends at ring end `end` for streams at SED phase `phase` (samples)."""
+        return end > 0 and end % self.hop == phase
 
-    def _infer(self, audio: np.ndarray, end: int) -> SedResult:
+    def _infer(self, audio: np.ndarray, end: int) -> list[SedResult]:
         t0 = time.perf_counter()
-        # Spatial bundles: SED listens to the reference (first) channel.
-        clip, frame = self.model(audio[:1])
+        clip, frame = self.model(audio)
         self.timer.add(time.perf_counter() - t0)
-        return SedResult(end, end - self.window, clip[0], frame[0], self.frame_hop)
+        return [SedResult(end, end - self.window, clip[i], frame[i], self.frame_hop) for i in range(len(audio))]
 
-    def submit(self, ring: RingBuffer, end: int) -> Future:
-        """Copy the window now (the ring moves on) and start the inference."""
-        audio = ring.read(end - self.window, end)
+    def submit(self, audio: np.ndarray, end: int, frame_index: int, streams=(0,)) -> None:
+        """audio [len(streams), window]: the windows ending at `end`, copied out of the ring (it moves
+        on before the inference ends), submitted at hop `frame_index`."""
         self.calls += 1
-        if self._executor is not None:
-            return self._executor.submit(self._infer, audio, end)
-        done: Future = Future()
-        done.set_result(self._infer(audio, end))
-        return done
+        self.windows += audio.shape[0]
+        if self.executor is not None:
+            future = self.executor.submit(self._infer, audio, end)
+        else:
+            future = Future()
+            future.set_result(self._infer(audio, end))
+        self._pending = (frame_index, list(streams), future)
 
-    def run(self, ring: RingBuffer, end: int) -> SedResult:
-        return self.submit(ring, end).result()
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def take(self) -> tuple[int, list[tuple[int, SedResult]]]:
+        """The pending submission: (its hop, [(stream, result)]), waiting for it if needed."""
+        frame_index, streams, future = self._pending
+        self._pending = None
+        t0 = time.perf_counter()
+        results = future.result()
+        self.wait_timer.add(time.perf_counter() - t0)
+        return frame_index, list(zip(streams, results))

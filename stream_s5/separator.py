@@ -68,7 +68,7 @@ class SeparatorBank:
         slots = self.occupied
         if slots.size == 0:
             return slots, np.zeros((0, self.hop), np.float32)
-        mix = np.repeat(spec[None, None], slots.size, axis=0)
+        mix = self._hop_mixture(spec, slots)
         est = self._run_passes(slots, mix, activity[slots, None].astype(np.float32), self.step_model)
         return slots, self.ola(est, slots)
 
@@ -82,9 +82,17 @@ class SeparatorBank:
         frames = np.arange(first_frame, last_frame + 1)
         if frames.size == 0:
             return np.zeros(0, np.float32)
-        mix = self.spectra[frames % self.history][None]
+        mix = self._stored_mixture(frames, slot)[None]
         est = self._run_passes(np.array([slot]), mix, activity[None].astype(np.float32), self.model)
         return self.ola(est, np.array([slot]))[0]
+
+    def _hop_mixture(self, spec: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """This hop's mixture spectrum for each of `slots` → [B, 1, C, 2, F]."""
+        return np.repeat(spec[None, None], slots.size, axis=0)
+
+    def _stored_mixture(self, frames: np.ndarray, slot: int) -> np.ndarray:
+        """The stored mixture spectra of `frames` that `slot` separates → [T, C, 2, F]."""
+        return self.spectra[frames % self.history]
 
     def release(self, slot: int):
         self.slot_class[slot] = -1
