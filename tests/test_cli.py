@@ -178,3 +178,16 @@ def test_microphone_path_on_a_real_device(null_sink, scene, tmp_path):
     for label in summary["outputs"]:
         est, rate = sf.read(out / f"{label}.wav")
         assert rate == 16000 and est.shape == (9 * 16000,)
+
+
+def test_playback_of_a_class_on_a_real_device(null_sink, tmp_path):
+    # demo input paced in real time, the Speech stream played into the null sink while it runs
+    out = tmp_path / "out"
+    env = {**os.environ, "PULSE_SINK": null_sink}
+    result = subprocess.run(CLI + ["--input", "demo", "--duration", "3", "--realtime", "--classes", "Speech",
+                                   "--play", "Speech", "--output-device", "pulse", "--output", str(out), "--no-view"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_seconds"] == pytest.approx(3.0, abs=0.01)
+    assert summary["playback_underflow_frames"] >= 0
