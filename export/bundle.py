@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 
 from export.models import ModelConfig, SedExport, SedNet, SeparatorNet, mixture_stft
 from stream_s5.labels import CLASSES
+from stream_s5.tracker import TrackerOptions
 
 BUNDLE_FORMAT = "stream_s5.bundle/1"
 OPSET = 17
@@ -188,8 +190,9 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
             "inputs": {"audio": ["B", sd.window]},
             "outputs": {"clip_probs": ["B", len(CLASSES)], "frame_probs": ["B", sd.n_patches, len(CLASSES)],
                         "class_embeddings": ["B", len(CLASSES), sd.dim]},
-            "thresholds": {"on": 0.5, "off": 0.3},
         },
+        # event tracker settings; export/tune_tracker.py replaces them by values tuned on validation scenes
+        "tracker": asdict(TrackerOptions()),
         "budget_ms": round(1000.0 * sc.hop / sc.sample_rate, 3),
         "files": {name: sha256(folder / name) for name in ("sed.onnx", "separator.onnx")},
         "provenance": {

@@ -63,7 +63,7 @@ class ScenePool:
         self._procs: list[mp.Process] = []
         if workers > 0:
             ctx = mp.get_context("fork")
-            self.queue = ctx.Queue(maxsize=4 * size)
+            self.queue = ctx.Queue(maxsize=min(4 * size, 256))  # bounded: scenes are ~1 MB each
             for w in range(workers):
                 proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, start_index),
                                    daemon=True)

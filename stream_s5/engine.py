@@ -51,7 +51,7 @@ class EngineOptions:
     clip_level: float = 1.0
     sed_worker: bool = True  # SED inference on a worker thread between hops (same output either way)
     io_binding: bool | None = None  # fixed-shape IO-bound per-hop calls; None: on with CUDA (+ CUDA graphs)
-    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+    tracker: TrackerOptions | None = None  # None: the bundle's tuned tracker settings
 
 
 @dataclass
@@ -171,7 +171,8 @@ class _EngineCore:
 
     def _tracker(self, n_slots: int) -> ClassTracker:
         hop_frames = max(1, int(self.bundle.sed["hop"]) // int(self.bundle.sed["frame_hop"]))
-        return ClassTracker(self.classes, n_slots, self.rate, self.options.tracker, self.fixed, hop_frames=hop_frames)
+        options = self.options.tracker or TrackerOptions.from_bundle(self.bundle.manifest)
+        return ClassTracker(self.classes, n_slots, self.rate, options, self.fixed, hop_frames=hop_frames)
 
     def _step_model(self, n_slots: int):
         """With CUDA (or options.io_binding): a fixed-shape IO-bound session for the per-hop passes

@@ -50,7 +50,7 @@ def frame_activity_offline(sed: SedModel, bundle: Bundle, audio: np.ndarray) -> 
 def separate_offline(bundle: Bundle, sed: SedModel, separator: SeparatorModel, audio: np.ndarray, passes: int,
                      classes: list[str] | None = None, options: TrackerOptions | None = None):
     """audio [C, N] at the bundle rate → ({label: [N]}, events [(label, onset, offset)])."""
-    opt = options or TrackerOptions()
+    opt = options or TrackerOptions.from_bundle(bundle.manifest)
     n = audio.shape[1]
     rate, hop, n_fft = bundle.sample_rate, bundle.hop, int(bundle.separator["n_fft"])
     activity, clip_max = frame_activity_offline(sed, bundle, audio)

@@ -32,6 +32,12 @@ class TrackerOptions:
     hold_s: float = 0.5
     backfill_s: float = 0.1  # separator pre-roll before the onset when a slot starts
 
+    @classmethod
+    def from_bundle(cls, manifest: dict) -> "TrackerOptions":
+        """The bundle's tuned `tracker` section (export/tune_tracker.py); defaults for what it lacks."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in manifest.get("tracker", {}).items() if k in known})
+
 
 @dataclass
 class Event:

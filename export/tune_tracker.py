@@ -1,0 +1,106 @@
+"""Tune the event tracker (thresholds, hysteresis, minimum durations) of a bundle on validation
+scenes, and write the chosen settings into its bundle.json (`tracker` section).
+
+    python -m export.tune_tracker --model stream_s5/models/default --scenes 100 --seed 2000
+
+The SED output does not depend on the tracker, so the SED runs once per scene over exactly the
+windows the engine would see (ending at every SED hop, the stream starting with silence); each grid
+point then replays the tracker on those results. The score is the mean of label accuracy (exact
+class set per scene, classes with at least one event) and SED segment F1. Validation scenes use a
+seed different from the evaluation's (1000) and from training's (0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from stream_s5.bundle import load_bundle
+from stream_s5.metrics import label_accuracy, segment_based_f1
+from stream_s5.sed import SedResult
+from stream_s5.sessions import SedModel
+from stream_s5.synth.scenes import SceneConfig, generate_scene
+from stream_s5.synth.soundbank import Soundbank
+from stream_s5.tracker import ClassTracker, TrackerOptions
+
+GRID = {
+    "on_threshold": [0.4, 0.5, 0.6],
+    "off_threshold": [0.2, 0.3],
+    "min_on_hops": [1, 2],
+    "min_off_hops": [2, 3, 5],
+    "min_event_s": [0.1, 0.3],
+}
+
+
+def sed_results(bundle, sed: SedModel, mixture: np.ndarray) -> list[SedResult]:
+    window, hop, frame_hop = int(bundle.sed["window"]), int(bundle.sed["hop"]), int(bundle.sed["frame_hop"])
+    ref = np.concatenate([np.zeros(window, np.float32), mixture[0]])
+    out = []
+    for end in range(hop, mixture.shape[1] + 1, hop):
+        clip, frames = sed(ref[end : end + window][None])
+        out.append(SedResult(end, end - window, clip[0], frames[0], frame_hop))
+    return out
+
+
+def replay(bundle, results: list[SedResult], options: TrackerOptions, n: int):
+    hop_frames = max(1, int(bundle.sed["hop"]) // int(bundle.sed["frame_hop"]))
+    tracker = ClassTracker(bundle.classes, int(bundle.separator["class_slots"]), bundle.sample_rate, options,
+                           hop_frames=hop_frames)
+    for r in results:
+        tracker.update(r)
+    tracker.close(n)
+    return [(e.label, e.onset, e.offset) for e in tracker.events]
+
+
+def tune(model, scenes: int, seed: int) -> tuple[TrackerOptions, dict]:
+    bundle = load_bundle(model)
+    sed = SedModel(bundle, ["CPUExecutionProvider"])
+    cfg = SceneConfig(sr=bundle.sample_rate, duration=10.0, channels=bundle.channels, room=bundle.channels > 1)
+    bank = Soundbank.procedural(bundle.sample_rate, seed)
+    data = []
+    for i in range(scenes):
+        scene = generate_scene(cfg, int(np.random.SeedSequence([seed, 9, i]).generate_state(1)[0]), bank)
+        data.append((sed_results(bundle, sed, scene.mixture), [(e.label, e.onset, e.offset) for e in scene.events],
+                     scene.mixture.shape[1], set(scene.sources)))
+    base = TrackerOptions.from_bundle(bundle.manifest)
+    scored = []
+    for values in itertools.product(*GRID.values()):
+        opts = replace(base, **dict(zip(GRID, values)))
+        if opts.off_threshold >= opts.on_threshold:
+            continue
+        est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
+        acc = label_accuracy([t for *_, t in data], [{e[0] for e in ev} for ev in est])
+        seg = segment_based_f1([ref for _, ref, _, _ in data], est, [n / bundle.sample_rate for _, _, n, _ in data],
+                               list(bundle.classes)).f1
+        scored.append(((acc + seg) / 2, acc, seg, opts))
+    scored.sort(key=lambda s: -s[0])
+    best = scored[0]
+    default = next(s for s in scored if all(getattr(s[3], k) == getattr(TrackerOptions(), k) for k in GRID))
+    report = {"validation": {"scenes": scenes, "seed": seed, "grid": GRID},
+              "chosen": {"score": best[0], "label_accuracy": best[1], "segment_f1": best[2]},
+              "defaults": {"score": default[0], "label_accuracy": default[1], "segment_f1": default[2]}}
+    return best[3], report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="bundle folder (default: the bundled model)")
+    p.add_argument("--scenes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=2000)
+    args = p.parse_args(argv)
+    options, report = tune(args.model, args.scenes, args.seed)
+    bundle = load_bundle(args.model)
+    manifest = dict(bundle.manifest)
+    manifest["tracker"] = asdict(options)
+    manifest.setdefault("provenance", {})["tracker_tuning"] = report
+    (Path(bundle.path) / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps({"tracker": asdict(options), **report["chosen"], "defaults": report["defaults"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
