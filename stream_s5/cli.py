@@ -247,7 +247,8 @@ def main(argv=None) -> int:
         # PortAudio errors (no device, bad device) are not worth a traceback
         if type(exc).__name__ != "PortAudioError" and not isinstance(exc, OSError):
             raise
-        print(f"stream-s5: error: audio device: {exc}", file=sys.stderr)
+        print(f"stream-s5: error: audio device: {exc} (see 'stream-s5 --list-devices'; --input FILE or "
+              "--input demo need no device)", file=sys.stderr)
         return 2
 
 
