@@ -31,6 +31,7 @@ class TrackerOptions:
     min_event_s: float = 0.1
     hold_s: float = 0.5
     backfill_s: float = 0.1  # separator pre-roll before the onset when a slot starts
+    clip_gate: float = 0.0  # an onset also needs the window-level probability of the class ≥ this
 
     @classmethod
     def from_bundle(cls, manifest: dict) -> "TrackerOptions":
@@ -112,7 +113,8 @@ class ClassTracker:
             if high.any():
                 st.last_high_end = max(st.last_high_end, result.frame_start(int(np.flatnonzero(high)[-1]) + 1))
             if not st.active:
-                st.above = st.above + 1 if score >= opt.on_threshold else 0
+                gated = score >= opt.on_threshold and result.clip_probs[ci] >= opt.clip_gate
+                st.above = st.above + 1 if gated else 0
                 if st.above >= opt.min_on_hops:
                     j = len(frames) - 1
                     while j > 0 and frames[j - 1, ci] >= opt.off_threshold:
