@@ -124,3 +124,23 @@ def tone_bursts(rate=RATE, seconds=6.0, bursts=((1.0, 2.5), (3.7, 4.4)), freq=44
         m = (t >= on) & (t < off)
         x[m] += amp * np.sin(2 * np.pi * freq * t[m])
     return x.astype(np.float32)
+
+
+def flatten(outs):
+    """Engine outputs of one stream → (audio per label on the timeline, backfills, events, (start, length) per call)."""
+    audio, backfill, events, starts = {}, [], [], []
+    for o in outs:
+        starts.append((o.start, o.length))
+        for k, v in o.audio.items():
+            assert v.size == o.length
+            audio.setdefault(k, []).append((o.start, v))
+        backfill += [(b.label, b.start, b.audio) for b in o.backfill]
+        events += [(e.label, e.onset, e.offset, e.peak, e.decided_at) for e in o.events]
+    merged = {}
+    for k, parts in audio.items():
+        end = max(s + v.size for s, v in parts)
+        buf = np.zeros(end, np.float32)
+        for s, v in parts:
+            buf[s : s + v.size] = v
+        merged[k] = buf
+    return merged, backfill, events, starts

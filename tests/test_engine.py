@@ -3,7 +3,7 @@ import pytest
 
 from stream_s5 import Engine, EngineOptions
 from stream_s5.evaluate import run_stream
-from tests.conftest import HOP, N_FFT, RATE, tone_bursts
+from tests.conftest import HOP, N_FFT, RATE, flatten, tone_bursts
 
 
 def engine(bundle, **kw):
@@ -23,29 +23,12 @@ def collect(eng, x, sizes):
     return outs
 
 
-def flatten(outs):
-    audio, backfill, events = {}, [], []
-    for o in outs:
-        for k, v in o.audio.items():
-            audio.setdefault(k, []).append((o.start, v))
-        backfill += [(b.label, b.start, b.audio) for b in o.backfill]
-        events += [(e.label, e.onset, e.offset, e.decided_at) for e in o.events]
-    merged = {}
-    for k, parts in audio.items():
-        end = max(s + v.size for s, v in parts)
-        buf = np.zeros(end, np.float32)
-        for s, v in parts:
-            buf[s : s + v.size] = v
-        merged[k] = buf
-    return merged, backfill, events
-
-
 def test_fixed_class_output_is_input_with_latency_compensated(toy_bundle):
     # The toy separator returns the mixture: with perfect-reconstruction STFT the class stream must
     # equal the input sample for sample, for exactly the input length.
     x = tone_bursts()
     eng = engine(toy_bundle, classes="AlarmClock")
-    audio, _, _ = flatten(collect(eng, x, [1000] * 200))
+    audio = flatten(collect(eng, x, [1000] * 200))[0]
     assert audio["AlarmClock"].size == x.size
     np.testing.assert_allclose(audio["AlarmClock"], x, atol=1e-5)
 

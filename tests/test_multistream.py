@@ -4,7 +4,7 @@ import pytest
 from stream_s5 import Engine, EngineOptions
 from stream_s5.conditioning import InputError
 from stream_s5.multistream import MultiStreamEngine
-from tests.conftest import HOP, RATE, SED_HOP, tone_bursts
+from tests.conftest import HOP, RATE, SED_HOP, flatten, tone_bursts
 
 OPTS = EngineOptions(calibrate=False)
 
@@ -32,25 +32,6 @@ def sizes_for(total, seed=0):
     if acc < total:
         out.append(total - acc)
     return out
-
-
-def flatten(outs):
-    audio, backfill, events, starts = {}, [], [], []
-    for o in outs:
-        starts.append((o.start, o.length))
-        for k, v in o.audio.items():
-            assert v.size == o.length
-            audio.setdefault(k, []).append((o.start, v))
-        backfill += [(b.label, b.start, b.audio) for b in o.backfill]
-        events += [(e.label, e.onset, e.offset, e.peak, e.decided_at) for e in o.events]
-    merged = {}
-    for k, parts in audio.items():
-        end = max(s + v.size for s, v in parts)
-        buf = np.zeros(end, np.float32)
-        for s, v in parts:
-            buf[s : s + v.size] = v
-        merged[k] = buf
-    return merged, backfill, events, starts
 
 
 def run_single(bundle, x, sizes, classes, refine=None):
