@@ -40,32 +40,38 @@ def open_soundbank(soundbank_dir: str | None, sample_rate: int, seed: int) -> So
     return Soundbank.from_folder(soundbank_dir, sample_rate) if soundbank_dir else Soundbank.procedural(sample_rate, seed)
 
 
-def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, worker: int, start_index: int):
+def _scene_seed(seed: int, worker: int, stream: int, index: int) -> int:
+    key = [seed, 1, worker, index] if stream == 0 else [seed, 1, worker, index, stream]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, worker: int, stream: int):
     soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed)
-    index = start_index
+    index = 0
     while True:
-        scene_seed = int(np.random.SeedSequence([seed, 1, worker, index]).generate_state(1)[0])
+        scene_seed = _scene_seed(seed, worker, stream, index)
         out_queue.put(_record(generate_scene(scene_cfg, scene_seed, soundbank)))
         index += 1
 
 
 class ScenePool:
     """A pool of recent scenes refreshed by background workers. `workers=0` synthesises inline
-    (deterministic, used by tests and the seconds-long preset)."""
+    (deterministic, used by tests and the seconds-long preset). Each `stream` (the training step at
+    which a run starts or resumes) is a separate sequence of scene seeds."""
 
     def __init__(self, scene_cfg: SceneConfig, soundbank_dir: str | None, seed: int, size: int,
-                 workers: int = 1, start_index: int = 0):
-        self.scene_cfg, self.seed, self.size = scene_cfg, seed, size
-        self.rng = np.random.default_rng([seed, 2, start_index])
+                 workers: int = 1, stream: int = 0):
+        self.scene_cfg, self.seed, self.size, self.stream = scene_cfg, seed, size, stream
+        self.rng = np.random.default_rng([seed, 2, stream])
         self.pool: list[SceneRecord] = []
         self.received = 0
-        self._inline_index = start_index
+        self._inline_index = 0
         self._procs: list[mp.Process] = []
         if workers > 0:
             ctx = mp.get_context("fork")
             self.queue = ctx.Queue(maxsize=min(4 * size, 256))  # bounded: scenes are ~1 MB each
             for w in range(workers):
-                proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, start_index),
+                proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, stream),
                                    daemon=True)
                 proc.start()
                 self._procs.append(proc)
@@ -77,7 +83,7 @@ class ScenePool:
 
     def _next(self, block: bool) -> SceneRecord | None:
         if self.queue is None:
-            scene_seed = int(np.random.SeedSequence([self.seed, 1, 0, self._inline_index]).generate_state(1)[0])
+            scene_seed = _scene_seed(self.seed, 0, self.stream, self._inline_index)
             self._inline_index += 1
             return _record(generate_scene(self.scene_cfg, scene_seed, self.soundbank))
         try:

@@ -33,16 +33,19 @@ PRESETS: dict[str, dict] = {
     # Seconds: tiny networks, a handful of steps, scenes synthesised inline. For tests and CI.
     "test": dict(steps=3, sed=dict(dim=32, depth=1, heads=2, dropout=0.0), separator=dict(hidden=32, layers=1),
                  sed_batch=4, sep_batch=2, sep_seconds=0.64, scene_seconds=3.0, pool=4, workers=0,
-                 lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0),
+                 lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0, fresh_scenes=4),
     # Minutes: the default architecture trained briefly; gives the runtime a real model early.
     "quick": dict(steps=800, sed=dict(), separator=dict(), sed_batch=24, sep_batch=12, sep_seconds=2.048,
                   scene_seconds=4.0, pool=256, workers=1, lr=1e-3, warmup=100, checkpoint_every=100,
-                  soundbank_clips=0),
+                  soundbank_clips=0, fresh_scenes=4),
     # Hours: the recipe of the default bundle.
-    # The SED is the harder, cheaper half: it gets two updates per step.
+    # The SED is the harder, cheaper half: it gets two updates per step. Up to 12 fresh scenes per
+    # step (about what one worker core makes in a step) keep the SED from memorising the pool: with
+    # 4 per step, as in steps 0–8941 of the shipped run, the SED loss rose by half on every resume
+    # (a fresh pool), i.e. it had partly learnt the pool's scenes.
     "full": dict(steps=16000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
                  scene_seconds=4.0, pool=1024, workers=1, lr=1e-3, warmup=500, checkpoint_every=250,
-                 soundbank_clips=0, sed_updates=2),
+                 soundbank_clips=0, sed_updates=2, fresh_scenes=12),
 }
 
 
@@ -126,9 +129,9 @@ def train(args) -> Path:
     scene_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
                             room=args.channels > 1)
     soundbank_dir = ensure_soundbank(args, preset)
-    # The data stream restarts from the step on resume: scene indices continue, never repeat.
+    # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
     pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
-                     start_index=step * 4)
+                     stream=step)
     rng = np.random.default_rng([args.seed, 3, step])
     sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
     recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
@@ -151,7 +154,7 @@ def train(args) -> Path:
         task = progress.add_task("train", total=preset["steps"], completed=step, info="")
         try:
             while step < preset["steps"] and not stop["now"]:
-                pool.refresh(max_new=4)
+                pool.refresh(max_new=preset.get("fresh_scenes", 4))
                 lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"])
                 for group in opt_sed.param_groups + opt_sep.param_groups:
                     group["lr"] = lr

@@ -3,7 +3,8 @@ events, and the assignment of classes to a fixed number of separator slots.
 
 Each SED update gives, per class, the score of the newest SED hop (max of its frame
 probabilities). A class turns on after `min_on_hops` consecutive scores ≥ `on_threshold`, and off
-after `min_off_hops` consecutive scores < `off_threshold`. Its onset is found by walking back through
+after `min_off_hops` consecutive scores < `off_threshold`; a score ≥ `fast_on_threshold` turns it on at
+once (a confident detection need not wait the hysteresis out: lower onset delay). Its onset is found by walking back through
 the window's frame probabilities while they stay ≥ `off_threshold` (so a class detected late still
 gets its true onset), its offset is the end of its last frame ≥ `off_threshold`. Events shorter than
 `min_event_s` are dropped. A slot stays with its class for `hold_s` after the offset (tails).
@@ -32,6 +33,7 @@ class TrackerOptions:
     hold_s: float = 0.5
     backfill_s: float = 0.1  # separator pre-roll before the onset when a slot starts
     clip_gate: float = 0.0  # an onset also needs the window-level probability of the class ≥ this
+    fast_on_threshold: float | None = None  # a score ≥ this turns the class on without min_on_hops
 
     @classmethod
     def from_bundle(cls, manifest: dict) -> "TrackerOptions":
@@ -113,9 +115,10 @@ class ClassTracker:
             if high.any():
                 st.last_high_end = max(st.last_high_end, result.frame_start(int(np.flatnonzero(high)[-1]) + 1))
             if not st.active:
-                gated = score >= opt.on_threshold and result.clip_probs[ci] >= opt.clip_gate
-                st.above = st.above + 1 if gated else 0
-                if st.above >= opt.min_on_hops:
+                clip_ok = result.clip_probs[ci] >= opt.clip_gate
+                st.above = st.above + 1 if clip_ok and score >= opt.on_threshold else 0
+                fast = opt.fast_on_threshold is not None and clip_ok and score >= opt.fast_on_threshold
+                if st.above >= opt.min_on_hops or fast:
                     j = len(frames) - 1
                     while j > 0 and frames[j - 1, ci] >= opt.off_threshold:
                         j -= 1

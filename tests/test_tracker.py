@@ -94,3 +94,17 @@ def test_activity_timeline_writes_and_holds():
     assert tl.latest == 1280 // 8 - 1
     np.testing.assert_allclose(tl.get(np.array([tl.latest, tl.latest + 5]), 2), [0.7, 0.7])
     assert tl.get(np.array([0]), 2)[0] == 0.0
+
+
+def test_fast_threshold_decides_a_confident_onset_without_waiting_for_min_on_hops():
+    def decided(**kw):
+        tr = make(min_on_hops=4, on_threshold=0.5, **kw)
+        opened = [e for r in results(step_probs(1000, 3000, high=0.95), 4.0) for e in tr.update(r)[0]]
+        return opened[0].decided_at
+
+    slow = decided()
+    assert slow >= 1.0 + 3 * SED_HOP / RATE  # waited for four hops above the threshold
+    fast = decided(fast_on_threshold=0.9)
+    assert 1.0 <= fast <= 1.0 + SED_HOP / RATE  # the first hop that saw the event
+    # a score under the fast threshold still waits the hysteresis out
+    assert decided(fast_on_threshold=0.99) == slow

@@ -18,3 +18,12 @@ def test_tuning_writes_settings_from_the_grid_that_the_engine_uses(toy_bundle, t
     engine = Engine(str(bundle_dir), device="cpu", options=EngineOptions(calibrate=False))
     assert engine.tracker.options.on_threshold == manifest["tracker"]["on_threshold"]
     assert engine.tracker.options.min_off_hops == manifest["tracker"]["min_off_hops"]
+
+
+def test_objective_trades_onset_delay_against_accuracy_only_above_the_target():
+    from export.tune_tracker import objective
+
+    assert objective(0.8, 0.6, 0.10, 0.2, 0.15) == objective(0.8, 0.6, 0.15, 0.2, 0.15) == 0.7
+    assert abs(objective(0.8, 0.6, 0.35, 0.2, 0.15) - (0.7 - 0.04)) < 1e-12
+    assert objective(0.8, 0.6, 0.35, 0.0, 0.15) == 0.7  # weight 0: accuracy only
+    assert objective(0.8, 0.6, None, 0.2, 0.15) < objective(0.8, 0.6, 0.9, 0.2, 0.15)
