@@ -135,7 +135,7 @@ def train(args) -> Path:
     rng = np.random.default_rng([args.seed, 3, step])
     sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
     recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
-              "seed": args.seed, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "threads": args.threads}
+              "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "threads": args.threads}
 
     def snapshot():
         return {"config_json": json.dumps(cfg.to_dict()), "recipe_json": json.dumps(recipe),
@@ -159,10 +159,12 @@ def train(args) -> Path:
                 for group in opt_sed.param_groups + opt_sep.param_groups:
                     group["lr"] = lr
 
-                for _ in range(preset.get("sed_updates", 1)):
+                parts = {}
+                for _ in range(preset.get("sed_updates", 1) if args.train != "separator" else 0):
                     audio, clip_y, frame_y = sed_batch(pool.sample(preset["sed_batch"]), cfg.sed.window,
                                                        cfg.sed.n_patches, cfg.sed.frame_hop, args.sample_rate, rng)
                     loss_sed, parts = sed_loss(sed(audio), clip_y, frame_y)
+                    parts = {"sed": loss_sed.item(), **parts}
                     opt_sed.zero_grad()
                     loss_sed.backward()
                     torch.nn.utils.clip_grad_norm_(sed.parameters(), 5.0)
@@ -184,9 +186,9 @@ def train(args) -> Path:
                 now = time.time()
                 elapsed += now - t_last
                 t_last = now
-                for key, value in {"sed": loss_sed.item(), "sep": loss_sep.item(), **parts}.items():
+                for key, value in {"sep": loss_sep.item(), **parts}.items():
                     running[key] = value if key not in running else 0.98 * running[key] + 0.02 * value
-                progress.update(task, completed=step, info=f"sed {running['sed']:.3f} sep {running['sep']:+.2f} dB lr {lr:.1e}")
+                progress.update(task, completed=step, info=f"sed {running.get('sed', float('nan')):.3f} sep {running['sep']:+.2f} dB lr {lr:.1e}")
                 if step % 25 == 0 or step == preset["steps"]:
                     log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": lr, "passes": passes,
                                           **{k: round(v, 4) for k, v in running.items()}}) + "\n")
@@ -215,6 +217,9 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, default=1, help="4 = room-simulated tetrahedral array (spatial bundle)")
     p.add_argument("--guidance", choices=["frame", "clip"], default="frame",
                    help="separator conditioning: time-varying SED activity, or clip-level presence (ablation)")
+    p.add_argument("--train", choices=["both", "separator"], default="both",
+                   help="separator: train only the separator (export it with --sed-from a trained SED), "
+                        "e.g. for the guidance ablation at the separator's budget")
     p.add_argument("--soundbank", default=None, help="a soundbank folder of real material (<Class>/*.wav, …)")
     p.add_argument("--cache", default="cache", help="where the procedural soundbank is rendered")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the scene worker takes another core)")

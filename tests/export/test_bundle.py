@@ -86,3 +86,22 @@ def test_default_bundle_is_packaged_and_valid():
     assert bundle.algorithmic_latency / bundle.sample_rate <= 0.020
     assert bundle.manifest["provenance"]["recipe"]["preset"] in ("quick", "full")
     assert np.isfinite(bundle.budget_ms)
+
+
+def test_separator_only_training_keeps_the_sed_and_exports_with_another_sed(trained, tmp_path):
+    import torch
+
+    ckpt, channels = trained
+    if channels != 1:
+        pytest.skip("one layout is enough")
+    out = tmp_path / "sep_only"
+    train_main(["--preset", "test", "--out", str(out), "--quiet", "--train", "separator", "--guidance", "clip"])
+    fresh = torch.load(out / "checkpoint.pt", weights_only=True)
+    torch.manual_seed(0)  # the same initial weights as the run: the SED was not touched
+    from export.models import SedNet, ModelConfig
+
+    initial = SedNet(ModelConfig.from_dict(json.loads(fresh["config_json"])).sed).state_dict()
+    assert all(torch.equal(initial[k], fresh["sed"][k]) for k in initial)
+    assert json.loads(fresh["recipe_json"])["train"] == "separator"
+    manifest = export_bundle(out / "checkpoint.pt", tmp_path / "bundle", sed_checkpoint=ckpt)
+    assert manifest["provenance"]["recipe"]["sed_from"]["checkpoint"] == str(ckpt)
