@@ -93,11 +93,25 @@ class ScenePool:
         self.received += 1
         return record
 
+    def ready(self) -> int:
+        """Scenes the workers have made and the pool has not taken yet.
+
+        A non-blocking get() is not a count: a worker's queue feeder thread writes one ~1 MB
+        scene at a time into a 64 KB pipe, so get(block=False) reports 'empty' whenever the next
+        scene is not in the pipe yet, even with hundreds made (this capped the fresh scenes at
+        1–4 per step instead of `fresh_scenes`). The queue's counter includes those."""
+        if self.queue is None:
+            return 1 << 30  # inline synthesis: always ready
+        try:
+            return self.queue.qsize()
+        except NotImplementedError:  # macOS: no sem_getvalue; fall back to what the pipe holds
+            return 1 if not self.queue.empty() else 0
+
     def refresh(self, max_new: int) -> int:
-        """Swap up to max_new fresh scenes into random pool positions (non-blocking for workers)."""
+        """Swap up to max_new fresh scenes into random pool positions; never waits for synthesis."""
         swapped = 0
-        for _ in range(max_new):
-            record = self._next(block=False)
+        for _ in range(min(max_new, self.ready())):
+            record = self._next(block=True)  # made already: only waits for the pipe
             if record is None:
                 break
             self.pool[self.rng.integers(len(self.pool))] = record
