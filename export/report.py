@@ -2,12 +2,17 @@
 numbers in docs/ are copied from measurements, not typed.
 
     python -m export.report docs/results/full_stream_k2.json docs/results/full_oracle_k2.json …
+    python -m export.report --bundle stream_s5/models/default docs/results/full_*.json
+
+With `--bundle`, the same figures are also written into that bundle's `bundle.json`
+(`provenance.metrics`, one entry per file), so that a bundle carries its own measured quality.
+bundle.json itself is not hashed (its graphs are), so this does not invalidate the bundle.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 ROWS = [
@@ -46,8 +51,34 @@ def render(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def bundle_metrics(paths: list[Path]) -> dict:
+    """{file stem: the table's figures + the evaluation settings} for bundle provenance."""
+    out = {}
+    for path in paths:
+        summary = json.loads(path.read_text())
+        entry = {key: summary.get(key) for _, key, _ in ROWS if key is not None}
+        entry["scenes"], entry["no_target_scenes"] = summary["scenes"], summary["no_target_scenes"]
+        entry["settings"] = {k: v for k, v in summary["settings"].items() if k != "bundle"}
+        entry["source"] = str(path)
+        out[path.stem] = entry
+    return out
+
+
+def write_into_bundle(bundle_dir: Path, paths: list[Path]) -> None:
+    manifest_path = bundle_dir / "bundle.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.setdefault("provenance", {}).setdefault("metrics", {}).update(bundle_metrics(paths))
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def main(argv=None):
-    print(render([Path(a) for a in (argv or sys.argv[1:])]))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", type=Path, help="JSON files from stream-s5 eval --json")
+    p.add_argument("--bundle", type=Path, default=None, help="also record the figures in this bundle's provenance")
+    args = p.parse_args(argv)
+    print(render(args.results))
+    if args.bundle is not None:
+        write_into_bundle(args.bundle, args.results)
 
 
 if __name__ == "__main__":
