@@ -79,15 +79,15 @@ class ScenePool:
             self.queue = None
             self.soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed)
         while len(self.pool) < size:
-            self.pool.append(self._next(block=True))
+            self.pool.append(self._next())
 
-    def _next(self, block: bool) -> SceneRecord | None:
+    def _next(self) -> SceneRecord | None:
         if self.queue is None:
             scene_seed = _scene_seed(self.seed, 0, self.stream, self._inline_index)
             self._inline_index += 1
             return _record(generate_scene(self.scene_cfg, scene_seed, self.soundbank))
         try:
-            record = self.queue.get(block=block, timeout=600 if block else None)
+            record = self.queue.get(timeout=600)  # a worker that makes nothing for 10 min has died
         except queue.Empty:
             return None
         self.received += 1
@@ -111,7 +111,7 @@ class ScenePool:
         """Swap up to max_new fresh scenes into random pool positions; never waits for synthesis."""
         swapped = 0
         for _ in range(min(max_new, self.ready())):
-            record = self._next(block=True)  # made already: only waits for the pipe
+            record = self._next()  # made already: only waits for the pipe
             if record is None:
                 break
             self.pool[self.rng.integers(len(self.pool))] = record

@@ -41,7 +41,7 @@ PRESETS: dict[str, dict] = {
     # Hours: the recipe of the default bundle.
     # The SED is the harder, cheaper half: it gets two updates per step. Up to 12 fresh scenes per
     # step (about what one worker core makes in a step) keep the SED from memorising the pool: with
-    # 4 per step, as in steps 0–8941 of the shipped run, the SED loss rose by half on every resume
+    # 1–4 per step, as in steps 0–9928 of the shipped run, the SED loss rose by half on every resume
     # (a fresh pool), i.e. it had partly learnt the pool's scenes.
     "full": dict(steps=16000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
                  scene_seconds=4.0, pool=1024, workers=1, lr=1e-3, warmup=500, checkpoint_every=250,
@@ -154,7 +154,7 @@ def train(args) -> Path:
         task = progress.add_task("train", total=preset["steps"], completed=step, info="")
         try:
             while step < preset["steps"] and not stop["now"]:
-                pool.refresh(max_new=preset.get("fresh_scenes", 4))
+                pool.refresh(max_new=preset["fresh_scenes"])
                 lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"])
                 for group in opt_sed.param_groups + opt_sep.param_groups:
                     group["lr"] = lr

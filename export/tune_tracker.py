@@ -85,7 +85,7 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
     def score(opts: TrackerOptions) -> tuple[float, float, float, float, TrackerOptions]:
         est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
         acc = label_accuracy([t for *_, t in data], [{e[0] for e in ev} for ev in est])
-        seg = segment_based_f1([ref for _, ref, _, _ in data], [[e[:3] for e in ev] for ev in est],
+        seg = segment_based_f1([ref for _, ref, _, _ in data], est,
                                [n / bundle.sample_rate for _, _, n, _ in data], list(bundle.classes)).f1
         delay = onset_delay_stats([ref for _, ref, _, _ in data], est).median_s
         return objective(acc, seg, delay, delay_weight, delay_target), acc, seg, delay, opts
