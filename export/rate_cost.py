@@ -1,12 +1,20 @@
-"""Cost of the same architecture at 16 kHz and 32 kHz (same 16 ms window, 8 ms hop, 1.28 s SED
-window, 64 mels), exported to ONNX and timed on ONNX Runtime, one thread. Weights are random: cost
-does not depend on them.
+"""16 kHz or 32 kHz: what each costs and what 16 kHz gives up.
 
-    python -m export.rate_cost
+Cost: the same architecture at both rates (same 16 ms window, 8 ms hop, 1.28 s SED window, 64 mels),
+exported to ONNX and timed on ONNX Runtime, one thread. Weights are random: cost does not depend on them.
+
+Quality ceiling: scenes synthesised at 32 kHz; each class reference is taken down to 16 kHz and back
+(soxr, the runtime's resampler). The SDR of that round trip against the 32 kHz reference is the best
+score a perfect 16 kHz separator could reach when judged at 32 kHz, and the share of energy above
+8 kHz is what it cannot output at all. A ceiling far above the separator's quality means the lower
+rate costs nothing measurable.
+
+    python -m export.rate_cost --json docs/results/rate_cost.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -14,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import soxr
 
 from export.bundle import export_graphs
 from export.models import ModelConfig, SedConfig, SedNet, SeparatorConfig, SeparatorNet, count_parameters
@@ -62,8 +71,40 @@ def measure(rate: int) -> dict:
             "hop_ms": hop_ms}
 
 
-def main():
-    print(json.dumps([measure(16000), measure(32000)], indent=2))
+def band_limit_ceiling(n_scenes: int, seed: int) -> dict:
+    from stream_s5.synth.scenes import SceneConfig, generate_scenes
+
+    per_class: dict[str, list[tuple[float, float]]] = {}
+    for scene in generate_scenes(SceneConfig(sr=32000, duration=10.0), n_scenes, seed):
+        for cls, ref in scene.sources.items():
+            ref = ref.astype(np.float64)
+            round_trip = soxr.resample(soxr.resample(ref, 32000, 16000, quality="HQ"), 16000, 32000, quality="HQ")
+            round_trip = round_trip[: len(ref)]
+            sdr = 10 * np.log10(np.sum(ref**2) / (np.sum((ref - round_trip) ** 2) + 1e-20) + 1e-20)
+            spectrum = np.abs(np.fft.rfft(ref)) ** 2
+            above = spectrum[len(spectrum) // 2 :].sum() / (spectrum.sum() + 1e-20)
+            per_class.setdefault(cls, []).append((sdr, above))
+    rows = {cls: {"n": len(v), "median_ceiling_sdr_db": round(float(np.median([a for a, _ in v])), 1),
+                  "min_ceiling_sdr_db": round(float(np.min([a for a, _ in v])), 1),
+                  "median_energy_above_8k_pct": round(100 * float(np.median([b for _, b in v])), 3)}
+            for cls, v in sorted(per_class.items())}
+    every = [a for v in per_class.values() for a, _ in v]
+    return {"scenes": n_scenes, "seed": seed, "references": len(every),
+            "median_ceiling_sdr_db": round(float(np.median(every)), 1),
+            "p10_ceiling_sdr_db": round(float(np.percentile(every, 10)), 1), "per_class": rows}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenes", type=int, default=100, help="32 kHz scenes for the quality ceiling")
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+    result = {"cost": [measure(16000), measure(32000)], "quality_ceiling_16k": band_limit_ceiling(args.scenes, args.seed)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ PRESETS: dict[str, dict] = {
     # Seconds: tiny networks, a handful of steps, scenes synthesised inline. For tests and CI.
     "test": dict(steps=3, sed=dict(dim=32, depth=1, heads=2, dropout=0.0), separator=dict(hidden=32, layers=1),
                  sed_batch=4, sep_batch=2, sep_seconds=0.64, scene_seconds=3.0, pool=4, workers=0,
-                 lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0, fresh_scenes=4),
+                 lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0, fresh_scenes=4, absent_weight=1.0, absent_floor_db=-12.0),
     # Minutes: the default architecture trained briefly; gives the runtime a real model early.
     "quick": dict(steps=800, sed=dict(), separator=dict(), sed_batch=24, sep_batch=12, sep_seconds=2.048,
                   scene_seconds=4.0, pool=256, workers=1, lr=1e-3, warmup=100, checkpoint_every=100,
-                  soundbank_clips=0, fresh_scenes=4),
+                  soundbank_clips=0, fresh_scenes=4, absent_weight=1.0, absent_floor_db=-12.0),
     # Hours: the recipe of the default bundle.
     # The SED is the harder, cheaper half: it gets two updates per step. Up to 12 fresh scenes per
     # step (about what one worker core makes in a step) keep the SED from memorising the pool: with
@@ -45,20 +45,49 @@ PRESETS: dict[str, dict] = {
     # (a fresh pool), i.e. it had partly learnt the pool's scenes.
     "full": dict(steps=16000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
                  scene_seconds=4.0, pool=1024, workers=1, lr=1e-3, warmup=500, checkpoint_every=250,
-                 soundbank_clips=0, sed_updates=2, fresh_scenes=12),
+                 soundbank_clips=0, sed_updates=2, fresh_scenes=12, absent_weight=1.0, absent_floor_db=-30.0),
 }
 
 
-def separation_loss(est_wave, target, mix_ref, present, tau: float = 1e-3):
+def separation_loss(est_wave, target, mix_ref, present, absent_weight: float = 1.0, absent_floor_db: float = -30.0,
+                    tau: float = 1e-3):
     """Thresholded negative SNR (capped at 30 dB) for present targets; for absent classes the
-    estimate's energy relative to the mixture (floored at −30 dB)."""
+    estimate's energy relative to the mixture, floored at `absent_floor_db` and weighted by
+    `absent_weight`.
+
+    Why the floor and the weight: silence scores 0 dB on every present target and the floor on every
+    absent one, so with a deep floor at full weight an all-silent separator (about −3 dB at a 10 %
+    absent share) is an optimum that a young separator — above all one whose conditioning cannot tell
+    absent from present classes — falls into and does not leave (sigmoid masks saturate). A shallow
+    floor stops rewarding suppression once the output is that far below the mixture."""
     err = ((target - est_wave) ** 2).sum(-1)
     ref_energy = (target**2).sum(-1)
     mix_energy = (mix_ref**2).sum(-1)
     snr_term = 10 * torch.log10(err + tau * ref_energy + 1e-9) - 10 * torch.log10(ref_energy + 1e-9)
-    silence_term = 10 * torch.log10((est_wave**2).sum(-1) + tau * mix_energy + 1e-9) - 10 * torch.log10(mix_energy + 1e-9)
+    floor = 10 ** (absent_floor_db / 10)
+    silence_term = 10 * torch.log10((est_wave**2).sum(-1) + floor * mix_energy + 1e-9) - 10 * torch.log10(mix_energy + 1e-9)
     has_target = (present > 0) & (ref_energy > 1e-6 * mix_energy)
-    return torch.where(has_target, snr_term, silence_term).mean()
+    return torch.where(has_target, snr_term, absent_weight * silence_term).mean()
+
+
+@torch.no_grad()
+def separator_health(est_waves: list, target, present, mix_ref) -> dict[str, float]:
+    """Per refinement pass, on the present items of a batch: mean SNR (dB) and the estimate's level
+    relative to the target (dB). A separator collapsing to silence shows SNR → 0 and level → −∞, which
+    the running loss hides (it mixes in the absent items)."""
+    ref_energy = (target**2).sum(-1)
+    has_target = (present > 0) & (ref_energy > 1e-6 * (mix_ref**2).sum(-1))
+    out: dict[str, float] = {}
+    if not bool(has_target.any()):
+        return out
+    ref = target[has_target]
+    for k, est in enumerate(est_waves, start=1):
+        est = est[has_target]
+        snr = 10 * torch.log10(((ref - est) ** 2).sum(-1) + 1e-9) - 10 * torch.log10((ref**2).sum(-1) + 1e-9)
+        level = 10 * torch.log10((est**2).sum(-1) + 1e-12) - 10 * torch.log10((ref**2).sum(-1) + 1e-9)
+        out[f"snr_k{k}"] = round(float(-snr.mean()), 2)
+        out[f"level_k{k}"] = round(float(level.median()), 1)
+    return out
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -102,6 +131,9 @@ def train(args) -> Path:
     preset = dict(PRESETS[args.preset])
     if args.steps:
         preset["steps"] = args.steps
+    for key in ("absent_weight", "absent_floor_db"):
+        if getattr(args, key) is not None:
+            preset[key] = getattr(args, key)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
@@ -176,7 +208,8 @@ def train(args) -> Path:
                 spec = mixture_stft(mix, cfg.separator.n_fft, cfg.separator.hop)
                 est = sep.refine(spec, onehot, activity, passes)[-1]
                 est_wave = causal_istft(est, cfg.separator.n_fft, cfg.separator.hop)
-                loss_sep = separation_loss(est_wave, target, mix[:, 0], present)
+                loss_sep = separation_loss(est_wave, target, mix[:, 0], present, preset["absent_weight"],
+                                           preset["absent_floor_db"])
                 opt_sep.zero_grad()
                 loss_sep.backward()
                 torch.nn.utils.clip_grad_norm_(sep.parameters(), 5.0)
@@ -190,8 +223,14 @@ def train(args) -> Path:
                     running[key] = value if key not in running else 0.98 * running[key] + 0.02 * value
                 progress.update(task, completed=step, info=f"sed {running.get('sed', float('nan')):.3f} sep {running['sep']:+.2f} dB lr {lr:.1e}")
                 if step % 25 == 0 or step == preset["steps"]:
+                    health = {}
+                    if step % preset["checkpoint_every"] == 0 or step == preset["steps"]:
+                        with torch.no_grad():
+                            waves = [causal_istft(e, cfg.separator.n_fft, cfg.separator.hop)
+                                     for e in sep.refine(spec, onehot, activity, cfg.separator.max_passes)]
+                        health = {"present": separator_health(waves, target, present, mix[:, 0])}
                     log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": lr, "passes": passes,
-                                          **{k: round(v, 4) for k, v in running.items()}}) + "\n")
+                                          **{k: round(v, 4) for k, v in running.items()}, **health}) + "\n")
                     log.flush()
                 if step % preset["checkpoint_every"] == 0:
                     save_checkpoint(ckpt_path, snapshot())
@@ -220,6 +259,10 @@ def parse_args(argv=None):
     p.add_argument("--train", choices=["both", "separator"], default="both",
                    help="separator: train only the separator (export it with --sed-from a trained SED), "
                         "e.g. for the guidance ablation at the separator's budget")
+    p.add_argument("--absent-weight", type=float, default=None,
+                   help="weight of the absent-class (silence) term of the separation loss (preset's if not given)")
+    p.add_argument("--absent-floor-db", type=float, default=None,
+                   help="level below the mixture at which an absent class's output counts as silent (preset's if not given)")
     p.add_argument("--soundbank", default=None, help="a soundbank folder of real material (<Class>/*.wav, …)")
     p.add_argument("--cache", default="cache", help="where the procedural soundbank is rendered")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the scene worker takes another core)")

@@ -1,0 +1,66 @@
+"""The separation loss and the training log's collapse check (export/train.py)."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.train import main as train_main  # noqa: E402
+from export.train import separation_loss, separator_health  # noqa: E402
+
+
+def _batch(seed=0, batch=8, length=4000):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randn(batch, length, generator=g)
+    noise = torch.randn(batch, length, generator=g)
+    present = torch.tensor([1.0] * (batch - 2) + [0.0, 0.0])
+    target[~present.bool()] = 0.0
+    return target, target + noise, present
+
+
+def test_silent_output_scores_zero_on_present_and_the_floor_on_absent_items():
+    target, mix, present = _batch()
+    silent = torch.zeros_like(target)
+    for weight, floor in [(1.0, -30.0), (0.5, -12.0)]:
+        loss = separation_loss(silent, target, mix, present, absent_weight=weight, absent_floor_db=floor)
+        # 6 present items at ~0 dB, 2 absent items at the (weighted) floor
+        assert loss.item() == pytest.approx(2 * weight * floor / 8, abs=0.05)
+
+
+def test_separating_beats_silence_and_suppression_stops_paying_below_the_floor():
+    target, mix, present = _batch()
+    good = target + 0.1 * (mix - target)  # 20 dB SNR on present items, −20 dB leak on absent ones
+    silent = torch.zeros_like(target)
+    assert separation_loss(good, target, mix, present, absent_floor_db=-12).item() < \
+        separation_loss(silent, target, mix, present, absent_floor_db=-12).item() - 10
+    # An absent item already 25 dB below the mixture gains almost nothing from going silent with a
+    # −12 dB floor (no pull towards saturated masks), but still ~5 dB with the deep −30 dB floor.
+    absent_only = torch.zeros(2)
+    quiet = 10 ** (-25 / 20) * mix[-2:]
+    shallow = separation_loss(quiet, target[-2:], mix[-2:], absent_only, absent_floor_db=-12) - \
+        separation_loss(torch.zeros_like(quiet), target[-2:], mix[-2:], absent_only, absent_floor_db=-12)
+    deep = separation_loss(quiet, target[-2:], mix[-2:], absent_only, absent_floor_db=-30) - \
+        separation_loss(torch.zeros_like(quiet), target[-2:], mix[-2:], absent_only, absent_floor_db=-30)
+    assert shallow.item() < 0.25
+    assert deep.item() > 4.0
+
+
+def test_health_reports_a_silent_pass():
+    target, mix, present = _batch()
+    good = target + 0.1 * (mix - target)
+    health = separator_health([good, torch.zeros_like(target)], target, present, mix)
+    assert health["snr_k1"] == pytest.approx(20.0, abs=0.5)
+    assert health["level_k1"] == pytest.approx(0.0, abs=0.5)
+    assert health["snr_k2"] == pytest.approx(0.0, abs=0.01)
+    assert health["level_k2"] < -60
+
+
+def test_training_log_carries_per_pass_health_and_the_loss_settings(tmp_path):
+    train_main(["--preset", "test", "--out", str(tmp_path), "--quiet", "--absent-floor-db", "-12"])
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    final = lines[-1]
+    assert {"snr_k1", "level_k1", "snr_k3", "level_k3"} <= set(final["present"])
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    recipe = json.loads(state["recipe_json"])
+    assert recipe["absent_floor_db"] == -12.0 and recipe["absent_weight"] == 1.0
