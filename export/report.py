@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from stream_s5.bundle import update_manifest
+
 ROWS = [
     ("CA-SDRi (dB)", "ca_sdri_db", "{:.2f}"),
     ("label accuracy", "label_accuracy", "{:.3f}"),
@@ -65,10 +67,8 @@ def bundle_metrics(paths: list[Path]) -> dict:
 
 
 def write_into_bundle(bundle_dir: Path, paths: list[Path]) -> None:
-    manifest_path = bundle_dir / "bundle.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest.setdefault("provenance", {}).setdefault("metrics", {}).update(bundle_metrics(paths))
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    metrics = bundle_metrics(paths)
+    update_manifest(bundle_dir, lambda manifest: manifest.setdefault("provenance", {}).setdefault("metrics", {}).update(metrics))
 
 
 def main(argv=None):

@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import numpy as np
 
-from stream_s5.bundle import load_bundle
+from stream_s5.bundle import load_bundle, update_manifest
 from stream_s5.metrics import label_accuracy, onset_delay_stats, segment_based_f1
 from stream_s5.sed import SedResult
 from stream_s5.sessions import SedModel
@@ -120,11 +119,12 @@ def main(argv=None):
     p.add_argument("--delay-target", type=float, default=0.15, help="median onset delay (s) that is not penalised")
     args = p.parse_args(argv)
     options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target)
-    bundle = load_bundle(args.model)
-    manifest = dict(bundle.manifest)
-    manifest["tracker"] = asdict(options)
-    manifest.setdefault("provenance", {})["tracker_tuning"] = report
-    (Path(bundle.path) / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def record(manifest: dict) -> None:
+        manifest["tracker"] = asdict(options)
+        manifest.setdefault("provenance", {})["tracker_tuning"] = report
+
+    update_manifest(load_bundle(args.model).path, record)
     print(json.dumps({"tracker": asdict(options), **report["chosen"], "defaults": report["defaults"]}, indent=2))
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Bundle", "BundleError", "load_bundle", "default_bundle_path", "BUNDLE_FORMAT"]
+__all__ = ["Bundle", "BundleError", "load_bundle", "default_bundle_path", "update_manifest", "BUNDLE_FORMAT"]
 
 BUNDLE_FORMAT = "stream_s5.bundle/1"
 
@@ -98,3 +100,15 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
             if actual != digest:
                 raise BundleError(f"{file}: sha256 {actual[:12]}… does not match bundle.json ({digest[:12]}…)")
     return Bundle(folder, manifest)
+
+
+def update_manifest(path: str | Path, edit: Callable[[dict], None]) -> dict:
+    """Let `edit` change a bundle's bundle.json in place (tracker settings, measured metrics) and write
+    it back atomically. bundle.json is not among the hashed files, so the bundle stays valid."""
+    manifest_path = Path(path) / "bundle.json"
+    manifest = load_bundle(path).manifest
+    edit(manifest)
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, manifest_path)
+    return manifest
