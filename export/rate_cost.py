@@ -9,7 +9,8 @@ score a perfect 16 kHz separator could reach when judged at 32 kHz, and the shar
 8 kHz is what it cannot output at all. A ceiling far above the separator's quality means the lower
 rate costs nothing measurable.
 
-    python -m export.rate_cost --json docs/results/rate_cost.json
+    python -m export.rate_cost --json docs/results/rate_cost.json                          # cost (idle machine)
+    python -m export.rate_cost --quality --scenes 100 --json docs/results/rate_quality.json  # ceiling
 """
 
 from __future__ import annotations
@@ -71,19 +72,22 @@ def measure(rate: int) -> dict:
             "hop_ms": hop_ms}
 
 
+def band_limit(ref: np.ndarray) -> tuple[float, float]:
+    """(SDR in dB of a 32 → 16 → 32 kHz round trip against `ref`, share of `ref`'s energy above 8 kHz)."""
+    ref = ref.astype(np.float64)
+    round_trip = soxr.resample(soxr.resample(ref, 32000, 16000, quality="HQ"), 16000, 32000, quality="HQ")[: len(ref)]
+    sdr = 10 * np.log10(np.sum(ref**2) / (np.sum((ref - round_trip) ** 2) + 1e-20) + 1e-20)
+    spectrum = np.abs(np.fft.rfft(ref)) ** 2
+    return float(sdr), float(spectrum[len(spectrum) // 2 :].sum() / (spectrum.sum() + 1e-20))
+
+
 def band_limit_ceiling(n_scenes: int, seed: int) -> dict:
     from stream_s5.synth.scenes import SceneConfig, generate_scenes
 
     per_class: dict[str, list[tuple[float, float]]] = {}
     for scene in generate_scenes(SceneConfig(sr=32000, duration=10.0), n_scenes, seed):
         for cls, ref in scene.sources.items():
-            ref = ref.astype(np.float64)
-            round_trip = soxr.resample(soxr.resample(ref, 32000, 16000, quality="HQ"), 16000, 32000, quality="HQ")
-            round_trip = round_trip[: len(ref)]
-            sdr = 10 * np.log10(np.sum(ref**2) / (np.sum((ref - round_trip) ** 2) + 1e-20) + 1e-20)
-            spectrum = np.abs(np.fft.rfft(ref)) ** 2
-            above = spectrum[len(spectrum) // 2 :].sum() / (spectrum.sum() + 1e-20)
-            per_class.setdefault(cls, []).append((sdr, above))
+            per_class.setdefault(cls, []).append(band_limit(ref))
     rows = {cls: {"n": len(v), "median_ceiling_sdr_db": round(float(np.median([a for a, _ in v])), 1),
                   "min_ceiling_sdr_db": round(float(np.min([a for a, _ in v])), 1),
                   "median_energy_above_8k_pct": round(100 * float(np.median([b for _, b in v])), 3)}
@@ -98,9 +102,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenes", type=int, default=100, help="32 kHz scenes for the quality ceiling")
     p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--quality", action="store_true", help="measure the 16 kHz quality ceiling instead of the cost")
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    result = {"cost": [measure(16000), measure(32000)], "quality_ceiling_16k": band_limit_ceiling(args.scenes, args.seed)}
+    result = band_limit_ceiling(args.scenes, args.seed) if args.quality else [measure(16000), measure(32000)]
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
