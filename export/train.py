@@ -49,6 +49,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def has_target(target, mix_ref, present):
+    """Items whose crop holds the class's audio: marked present and not negligible against the mixture
+    (an event can end just before a crop starts)."""
+    return (present > 0) & ((target**2).sum(-1) > 1e-6 * (mix_ref**2).sum(-1))
+
+
 def separation_loss(est_wave, target, mix_ref, present, absent_weight: float = 1.0, absent_floor_db: float = -30.0,
                     tau: float = 1e-3):
     """Thresholded negative SNR (capped at 30 dB) for present targets; for absent classes the
@@ -66,8 +72,7 @@ def separation_loss(est_wave, target, mix_ref, present, absent_weight: float = 1
     snr_term = 10 * torch.log10(err + tau * ref_energy + 1e-9) - 10 * torch.log10(ref_energy + 1e-9)
     floor = 10 ** (absent_floor_db / 10)
     silence_term = 10 * torch.log10((est_wave**2).sum(-1) + floor * mix_energy + 1e-9) - 10 * torch.log10(mix_energy + 1e-9)
-    has_target = (present > 0) & (ref_energy > 1e-6 * mix_energy)
-    return torch.where(has_target, snr_term, absent_weight * silence_term).mean()
+    return torch.where(has_target(target, mix_ref, present), snr_term, absent_weight * silence_term).mean()
 
 
 @torch.no_grad()
@@ -75,14 +80,13 @@ def separator_health(est_waves: list, target, present, mix_ref) -> dict[str, flo
     """Per refinement pass, on the present items of a batch: mean SNR (dB) and the estimate's level
     relative to the target (dB). A separator collapsing to silence shows SNR → 0 and level → −∞, which
     the running loss hides (it mixes in the absent items)."""
-    ref_energy = (target**2).sum(-1)
-    has_target = (present > 0) & (ref_energy > 1e-6 * (mix_ref**2).sum(-1))
+    keep = has_target(target, mix_ref, present)
     out: dict[str, float] = {}
-    if not bool(has_target.any()):
+    if not bool(keep.any()):
         return out
-    ref = target[has_target]
+    ref = target[keep]
     for k, est in enumerate(est_waves, start=1):
-        est = est[has_target]
+        est = est[keep]
         snr = 10 * torch.log10(((ref - est) ** 2).sum(-1) + 1e-9) - 10 * torch.log10((ref**2).sum(-1) + 1e-9)
         level = 10 * torch.log10((est**2).sum(-1) + 1e-12) - 10 * torch.log10((ref**2).sum(-1) + 1e-9)
         out[f"snr_k{k}"] = round(float(-snr.mean()), 2)

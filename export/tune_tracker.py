@@ -124,7 +124,7 @@ def main(argv=None):
         manifest["tracker"] = asdict(options)
         manifest.setdefault("provenance", {})["tracker_tuning"] = report
 
-    update_manifest(load_bundle(args.model).path, record)
+    update_manifest(args.model, record)
     print(json.dumps({"tracker": asdict(options), **report["chosen"], "defaults": report["defaults"]}, indent=2))
 
 

@@ -102,11 +102,12 @@ def load_bundle(path: str | Path | None = None, verify: bool = True) -> Bundle:
     return Bundle(folder, manifest)
 
 
-def update_manifest(path: str | Path, edit: Callable[[dict], None]) -> dict:
+def update_manifest(path: str | Path | None, edit: Callable[[dict], None]) -> dict:
     """Let `edit` change a bundle's bundle.json in place (tracker settings, measured metrics) and write
-    it back atomically. bundle.json is not among the hashed files, so the bundle stays valid."""
-    manifest_path = Path(path) / "bundle.json"
-    manifest = load_bundle(path).manifest
+    it back atomically; `None` is the default bundle. bundle.json is not among the hashed files, so
+    the bundle stays valid."""
+    bundle = load_bundle(path)
+    manifest, manifest_path = bundle.manifest, bundle.path / "bundle.json"
     edit(manifest)
     tmp = manifest_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
