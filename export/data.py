@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import signal
 
 from stream_s5.labels import CLASS_INDEX, CLASSES
+from stream_s5.synth.dsp import loguniform, peaking_eq, random_curve, shelf_eq, soft_clip, sos_filter
 from stream_s5.synth.scenes import SceneConfig, generate_scene
-from stream_s5.synth.soundbank import Soundbank
+from stream_s5.synth.soundbank import MixedSoundbank, Soundbank
 
 
 @dataclass
@@ -36,8 +38,16 @@ def _record(scene) -> SceneRecord:
     )
 
 
-def open_soundbank(soundbank_dir: str | None, sample_rate: int, seed: int) -> Soundbank:
-    return Soundbank.from_folder(soundbank_dir, sample_rate) if soundbank_dir else Soundbank.procedural(sample_rate, seed)
+def open_soundbank(soundbank_dir: str | None, sample_rate: int, seed: int, p_real: float | None = None):
+    """The procedural bank; a folder bank; or, with `p_real`, the folder's real recordings mixed with
+    procedural material (`MixedSoundbank`: each target of a class with recordings is real with
+    probability p_real)."""
+    if not soundbank_dir:
+        return Soundbank.procedural(sample_rate, seed)
+    folder = Soundbank.from_folder(soundbank_dir, sample_rate)
+    if p_real is None:
+        return folder
+    return MixedSoundbank(folder, Soundbank.procedural(sample_rate, seed), p_real=p_real)
 
 
 def _scene_seed(seed: int, worker: int, stream: int, index: int) -> int:
@@ -45,8 +55,9 @@ def _scene_seed(seed: int, worker: int, stream: int, index: int) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, worker: int, stream: int):
-    soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed)
+def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, worker: int, stream: int,
+                  p_real: float | None = None):
+    soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed, p_real)
     index = 0
     while True:
         scene_seed = _scene_seed(seed, worker, stream, index)
@@ -60,7 +71,7 @@ class ScenePool:
     which a run starts or resumes) is a separate sequence of scene seeds."""
 
     def __init__(self, scene_cfg: SceneConfig, soundbank_dir: str | None, seed: int, size: int,
-                 workers: int = 1, stream: int = 0):
+                 workers: int = 1, stream: int = 0, p_real: float | None = None):
         self.scene_cfg, self.seed, self.size, self.stream = scene_cfg, seed, size, stream
         self.rng = np.random.default_rng([seed, 2, stream])
         self.pool: list[SceneRecord] = []
@@ -71,13 +82,13 @@ class ScenePool:
             ctx = mp.get_context("fork")
             self.queue = ctx.Queue(maxsize=min(4 * size, 256))  # bounded: scenes are ~1 MB each
             for w in range(workers):
-                proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, stream),
+                proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, stream, p_real),
                                    daemon=True)
                 proc.start()
                 self._procs.append(proc)
         else:
             self.queue = None
-            self.soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed)
+            self.soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed, p_real)
         while len(self.pool) < size:
             self.pool.append(self._next())
 
@@ -165,6 +176,72 @@ def corrupt_guidance(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------
+# Recording-chain randomisation of whole windows (what a microphone, a phone or a codec does)
+# ----------------------------------------------------------------------------------------------
+
+
+def linear_channel(rng: np.random.Generator, sample_rate: int):
+    """A random linear recording chain as a function x → y (same filter for every signal it gets,
+    so a mixture and its references stay consistent): microphone EQ, band limit (8/11/22 kHz
+    recordings, phones: 300 Hz–3.4 kHz), and slow gain riding (±6 dB)."""
+    stages = []
+    for _ in range(int(rng.integers(0, 4))):
+        stages.append(peaking_eq(sample_rate, loguniform(rng, 100.0, 0.4 * sample_rate), rng.uniform(-9, 9), rng.uniform(0.5, 2.5)))
+    if rng.random() < 0.5:
+        stages.append(shelf_eq(sample_rate, loguniform(rng, 1500.0, 0.35 * sample_rate), rng.uniform(-10, 4), high=True))
+    if rng.random() < 0.4:
+        stages.append(shelf_eq(sample_rate, loguniform(rng, 100.0, 600.0), rng.uniform(-10, 6), high=False))
+    band = None
+    if rng.random() < 0.35:
+        recording_rate = float(rng.choice([8000.0, 11025.0, 22050.0]))
+        low_cut = 300.0 if recording_rate == 8000.0 and rng.random() < 0.5 else None
+        band = (low_cut, 0.45 * recording_rate)
+    riding = rng.random() < 0.4
+    riding_db, knots = rng.uniform(2.0, 6.0), int(rng.integers(2, 6))
+    curve_seed = int(rng.integers(2**31))
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        y = np.asarray(x, dtype=np.float64)
+        for b, a in stages:
+            y = signal.lfilter(b, a, y, axis=-1)
+        if band is not None:
+            if band[1] < 0.49 * sample_rate:
+                y = sos_filter(y, sample_rate, "lowpass", band[1], order=6)
+            if band[0] is not None:
+                y = sos_filter(y, sample_rate, "highpass", band[0], order=4)
+        if riding:
+            curve = random_curve(np.random.default_rng(curve_seed), y.shape[-1], knots, -riding_db, riding_db)
+            y = y * 10 ** (curve / 20.0)
+        return y.astype(np.float32)
+
+    return apply
+
+
+def nonlinear_channel(x: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """Light clipping or compression of a window (for the SED only: a reference cannot follow it)."""
+    y = np.asarray(x, dtype=np.float64)
+    peak = float(np.max(np.abs(y))) + 1e-9
+    if rng.random() < 0.5:
+        y = soft_clip(y / peak, rng.uniform(1.5, 5.0)) * peak
+    else:  # feed-forward compressor on a 10 ms RMS envelope, ratio 2–6 above a threshold near the RMS
+        env = np.sqrt(signal.lfilter([0.01], [1, -0.99], y**2) + 1e-12)
+        threshold = np.sqrt(np.mean(y**2)) * rng.uniform(0.5, 2.0)
+        ratio = rng.uniform(2.0, 6.0)
+        gain = np.where(env > threshold, (env / threshold) ** (1.0 / ratio - 1.0), 1.0)
+        y = y * gain
+    return y.astype(np.float32)
+
+
+def augment_window(x: np.ndarray, rng: np.random.Generator, sample_rate: int, p_channel: float) -> np.ndarray:
+    if p_channel <= 0 or rng.random() >= p_channel:
+        return x
+    y = linear_channel(rng, sample_rate)(x)
+    if rng.random() < 0.3:
+        y = nonlinear_channel(y, rng, sample_rate)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------
 # Batches
 # ----------------------------------------------------------------------------------------------
 
@@ -173,7 +250,8 @@ def _random_gain(rng) -> float:
     return float(10 ** (rng.uniform(-25.0, 6.0) / 20.0))
 
 
-def sed_batch(records, window: int, n_frames: int, frame_hop: int, sample_rate: int, rng, p_stream_start: float = 0.15):
+def sed_batch(records, window: int, n_frames: int, frame_hop: int, sample_rate: int, rng, p_stream_start: float = 0.15,
+              p_channel: float = 0.0):
     """Random windows of the scenes. With probability p_stream_start a window begins before the
     scene (zeros on the left), as the runtime's first windows do when a stream starts."""
     audio = np.zeros((len(records), window), dtype=np.float32)
@@ -186,14 +264,14 @@ def sed_batch(records, window: int, n_frames: int, frame_hop: int, sample_rate: 
             start = int(rng.integers(0, max(n - window, 0) + 1))
         chunk = rec.mixture[0, max(start, 0) : start + window]
         offset = max(0, -start)
-        audio[i, offset : offset + chunk.size] = chunk * _random_gain(rng)
+        audio[i, offset : offset + chunk.size] = augment_window(chunk, rng, sample_rate, p_channel) * _random_gain(rng)
         frames[i] = frame_labels(rec.events, start, n_frames, frame_hop, sample_rate)
     clips = frames.max(axis=1)
     return torch.from_numpy(audio), torch.from_numpy(clips), torch.from_numpy(frames)
 
 
 def separator_batch(records, length: int, hop: int, guidance_hop: int, sample_rate: int, rng,
-                    p_absent: float = 0.1):
+                    p_absent: float = 0.1, p_channel: float = 0.0):
     """One (scene, class) item per record: the target is the class's reference, or silence for an
     absent class (so the separator learns to output nothing for a false alarm)."""
     n_channels = records[0].mixture.shape[0]
@@ -225,6 +303,9 @@ def separator_batch(records, length: int, hop: int, guidance_hop: int, sample_ra
         gain = _random_gain(rng)
         mix[i] = rec.mixture[:, start : start + length] * gain
         target[i] *= gain
+        if p_channel > 0 and rng.random() < p_channel:  # the same linear chain on mixture and reference
+            chain = linear_channel(rng, sample_rate)
+            mix[i], target[i] = chain(mix[i]), chain(target[i])
         onehot[i, CLASS_INDEX[cls]] = 1.0
         labels = frame_labels([e for e in rec.events if e[0] == cls], start, n_guidance, guidance_hop, sample_rate)
         guide = corrupt_guidance(labels[:, CLASS_INDEX[cls]], rng)

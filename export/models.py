@@ -185,6 +185,9 @@ class SedNet(nn.Module):
         # Class-token constraint (SGN): each output class token must classify as its own class.
         self.token_classifier = nn.Linear(cfg.dim, cfg.n_classes)
         nn.init.trunc_normal_(self.pos, std=0.02)
+        # SpecAugment during training only (never exported): (freq masks, max mel bins, time masks,
+        # max frames); set by the trainer, None = off.
+        self.spec_augment: tuple[int, int, int, int] | None = None
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -202,6 +205,8 @@ class SedNet(nn.Module):
         plus logits and token logits for training (the exported graph drops those)."""
         cfg = self.cfg
         feats = self.input_norm(self.log_mel(audio))  # [B, M, frames]
+        if self.training and self.spec_augment is not None:
+            feats = spec_augment(feats, *self.spec_augment)
         batch = feats.shape[0]
         patches = feats.reshape(batch, cfg.n_mels, cfg.n_patches, cfg.patch_frames)
         patches = patches.permute(0, 2, 1, 3).reshape(batch, cfg.n_patches, cfg.n_mels * cfg.patch_frames)
@@ -227,6 +232,20 @@ class SedNet(nn.Module):
             "frame_logits": frame_logits,
             "token_logits": token_logits,
         }
+
+
+def spec_augment(feats: torch.Tensor, freq_masks: int, freq_width: int, time_masks: int, time_width: int) -> torch.Tensor:
+    """Zero random mel bands and frame spans per item (SpecAugment) of normalised log-mel [B, M, T]."""
+    batch, n_mels, frames = feats.shape
+    keep = torch.ones_like(feats)
+    mel_axis = torch.arange(n_mels, device=feats.device).view(1, -1, 1)
+    time_axis = torch.arange(frames, device=feats.device).view(1, 1, -1)
+    for count, width, axis, size in ((freq_masks, freq_width, mel_axis, n_mels), (time_masks, time_width, time_axis, frames)):
+        for _ in range(count):
+            w = torch.randint(0, width + 1, (batch, 1, 1), device=feats.device)
+            start = (torch.rand(batch, 1, 1, device=feats.device) * (size - w + 1)).long()
+            keep = keep * ~((axis >= start) & (axis < start + w))
+    return feats * keep
 
 
 class SedExport(nn.Module):

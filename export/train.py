@@ -33,7 +33,8 @@ PRESETS: dict[str, dict] = {
     # Seconds: tiny networks, a handful of steps, scenes synthesised inline. For tests and CI.
     "test": dict(steps=3, sed=dict(dim=32, depth=1, heads=2, dropout=0.0), separator=dict(hidden=32, layers=1),
                  sed_batch=4, sep_batch=2, sep_seconds=0.64, scene_seconds=3.0, pool=4, workers=0,
-                 lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0, fresh_scenes=4, absent_weight=1.0, absent_floor_db=-12.0),
+                 lr=1e-3, warmup=1, checkpoint_every=2, soundbank_clips=0, fresh_scenes=4, absent_weight=1.0, absent_floor_db=-12.0,
+                 p_real=0.5, p_channel=0.5, spec_augment=(1, 4, 1, 4)),
     # Minutes: the default architecture trained briefly; gives the runtime a real model early.
     "quick": dict(steps=800, sed=dict(), separator=dict(), sed_batch=24, sep_batch=12, sep_seconds=2.048,
                   scene_seconds=4.0, pool=256, workers=1, lr=1e-3, warmup=100, checkpoint_every=100,
@@ -46,6 +47,14 @@ PRESETS: dict[str, dict] = {
     "full": dict(steps=16000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
                  scene_seconds=4.0, pool=1024, workers=1, lr=1e-3, warmup=500, checkpoint_every=250,
                  soundbank_clips=0, sed_updates=2, fresh_scenes=12, absent_weight=1.0, absent_floor_db=-30.0),
+    # Transfer to real recordings (fine-tuning, `--init` a trained checkpoint, `--soundbank` a real bank's
+    # train split): real and procedural clips mixed, real backgrounds, recording-chain randomisation of
+    # whole windows, SpecAugment, mono room reverberation, more no-target scenes and louder backgrounds.
+    "real": dict(steps=6000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
+                 scene_seconds=4.0, pool=1024, workers=1, lr=4e-4, warmup=200, checkpoint_every=250,
+                 soundbank_clips=0, sed_updates=2, fresh_scenes=12, absent_weight=1.0, absent_floor_db=-30.0,
+                 p_real=0.6, p_channel=0.7, spec_augment=(2, 8, 2, 10),
+                 scene=dict(p_no_target=0.25, noise_level_db=(-50.0, -20.0), p_room=0.25, max_interferers=3)),
 }
 
 
@@ -145,7 +154,14 @@ def train(args) -> Path:
     torch.manual_seed(args.seed)
 
     cfg = build_config(preset, args)
+    if args.init:
+        init_state = torch.load(args.init, weights_only=True, map_location="cpu")
+        cfg = ModelConfig.from_dict(json.loads(init_state["config_json"]))
     sed, sep = SedNet(cfg.sed), SeparatorNet(cfg.separator)
+    if args.init:
+        sed.load_state_dict(init_state["sed"])
+        sep.load_state_dict(init_state["separator"])
+        print(f"initialised from {args.init} (step {init_state['step']})", flush=True)
     opt_sed = torch.optim.AdamW(sed.parameters(), lr=preset["lr"], weight_decay=0.01)
     opt_sep = torch.optim.AdamW(sep.parameters(), lr=preset["lr"], weight_decay=0.01)
     step, elapsed = 0, 0.0
@@ -162,16 +178,31 @@ def train(args) -> Path:
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
         print(f"resumed {ckpt_path} at step {step}", flush=True)
 
+    if args.p_real is not None:
+        preset["p_real"] = args.p_real
     scene_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
-                            room=args.channels > 1)
+                            room=args.channels > 1, **preset.get("scene", {}))
     soundbank_dir = ensure_soundbank(args, preset)
+    p_real = preset.get("p_real") if soundbank_dir else None
     # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
     pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
-                     stream=step)
+                     stream=step, p_real=p_real)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    sed.to(device), sep.to(device)
+    for opt in (opt_sed, opt_sep):  # optimiser state follows its parameters (resume on another device)
+        for value in opt.state.values():
+            for key, tensor in value.items():
+                if torch.is_tensor(tensor) and key != "step":
+                    value[key] = tensor.to(device)
+    amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.amp else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    sed.spec_augment = tuple(preset["spec_augment"]) if preset.get("spec_augment") else None
+    p_channel = float(preset.get("p_channel", 0.0))
     rng = np.random.default_rng([args.seed, 3, step])
     sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
     recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
-              "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "threads": args.threads}
+              "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "threads": args.threads,
+              "init": args.init, "device": device.type, "amp": str(amp_dtype) if amp_dtype else None}
 
     def snapshot():
         return {"config_json": json.dumps(cfg.to_dict()), "recipe_json": json.dumps(recipe),
@@ -197,27 +228,36 @@ def train(args) -> Path:
 
                 parts = {}
                 for _ in range(preset.get("sed_updates", 1) if args.train != "separator" else 0):
-                    audio, clip_y, frame_y = sed_batch(pool.sample(preset["sed_batch"]), cfg.sed.window,
-                                                       cfg.sed.n_patches, cfg.sed.frame_hop, args.sample_rate, rng)
-                    loss_sed, parts = sed_loss(sed(audio), clip_y, frame_y)
+                    audio, clip_y, frame_y = (t.to(device) for t in sed_batch(
+                        pool.sample(preset["sed_batch"]), cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop,
+                        args.sample_rate, rng, p_channel=p_channel))
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        out_sed = sed(audio)
+                    loss_sed, parts = sed_loss({k: v.float() for k, v in out_sed.items()}, clip_y, frame_y)
                     parts = {"sed": loss_sed.item(), **parts}
                     opt_sed.zero_grad()
-                    loss_sed.backward()
+                    scaler.scale(loss_sed).backward()
+                    scaler.unscale_(opt_sed)
                     torch.nn.utils.clip_grad_norm_(sed.parameters(), 5.0)
-                    opt_sed.step()
+                    scaler.step(opt_sed)
+                    scaler.update()
 
-                mix, target, onehot, activity, present = separator_batch(
-                    pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng)
+                mix, target, onehot, activity, present = (t.to(device) for t in separator_batch(
+                    pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng,
+                    p_channel=p_channel))
                 passes = int(rng.integers(1, cfg.separator.max_passes + 1))
                 spec = mixture_stft(mix, cfg.separator.n_fft, cfg.separator.hop)
-                est = sep.refine(spec, onehot, activity, passes)[-1]
-                est_wave = causal_istft(est, cfg.separator.n_fft, cfg.separator.hop)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    est = sep.refine(spec, onehot, activity, passes)[-1]
+                est_wave = causal_istft(est.float(), cfg.separator.n_fft, cfg.separator.hop)
                 loss_sep = separation_loss(est_wave, target, mix[:, 0], present, preset["absent_weight"],
                                            preset["absent_floor_db"])
                 opt_sep.zero_grad()
-                loss_sep.backward()
+                scaler.scale(loss_sep).backward()
+                scaler.unscale_(opt_sep)
                 torch.nn.utils.clip_grad_norm_(sep.parameters(), 5.0)
-                opt_sep.step()
+                scaler.step(opt_sep)
+                scaler.update()
 
                 step += 1
                 now = time.time()
@@ -230,7 +270,7 @@ def train(args) -> Path:
                     health = {}
                     if step % preset["checkpoint_every"] == 0 or step == preset["steps"]:
                         with torch.no_grad():
-                            waves = [causal_istft(e, cfg.separator.n_fft, cfg.separator.hop)
+                            waves = [causal_istft(e.float(), cfg.separator.n_fft, cfg.separator.hop)
                                      for e in sep.refine(spec, onehot, activity, cfg.separator.max_passes)]
                         health = {"present": separator_health(waves, target, present, mix[:, 0])}
                     log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": lr, "passes": passes,
@@ -269,6 +309,11 @@ def parse_args(argv=None):
                    help="level below the mixture at which an absent class's output counts as silent (preset's if not given)")
     p.add_argument("--soundbank", default=None, help="a soundbank folder of real material (<Class>/*.wav, …)")
     p.add_argument("--cache", default="cache", help="where the procedural soundbank is rendered")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; optimiser and step start fresh)")
+    p.add_argument("--p-real", type=float, default=None,
+                   help="with --soundbank: share of targets drawn from its recordings, the rest procedural (preset's if not given)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="training device (auto: CUDA when present)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the scene worker takes another core)")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)

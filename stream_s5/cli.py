@@ -71,6 +71,12 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--soundbank", default=None,
+                   help="build the scenes from this soundbank folder (e.g. the real-recordings bank of export.realbank) "
+                        "instead of the procedural one")
+    p.add_argument("--split", default=None, help="sub-folder of --soundbank to use (train | valid)")
+    p.add_argument("--p-no-target", type=float, default=None,
+                   help="share of scenes without a target (default 0.1; 0.2 with --soundbank, for false-alarm rates)")
     return p
 
 
@@ -195,8 +201,14 @@ def run_eval(argv) -> int:
 
     from stream_s5.evaluate import EvalOptions, evaluate
 
+    p_no_target = args.p_no_target if args.p_no_target is not None else (0.2 if args.soundbank else 0.1)
+    if args.soundbank:
+        folder = Path(args.soundbank) / args.split if args.split else Path(args.soundbank)
+        if not folder.is_dir():
+            print(f"stream-s5 eval: soundbank folder not found: {folder}", file=sys.stderr)
+            return 2
     opts = EvalOptions(scenes=args.scenes, seed=args.seed, duration=args.duration, refine=args.refine, mode=args.mode,
-                       threads=args.threads)
+                       threads=args.threads, soundbank=args.soundbank, split=args.split, p_no_target=p_no_target)
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task(f"eval ({args.mode})", total=args.scenes)
         summary = evaluate(args.model, opts, progress=lambda done, total: progress.update(task, completed=done))
@@ -216,12 +228,24 @@ def _print_eval(summary: dict):
     table.add_column("value", justify="right")
     rows = [("CA-SDRi (dB)", "ca_sdri_db"), ("label accuracy", "label_accuracy"), ("SI-SDRi detected (dB)", "si_sdri_db"),
             ("SED segment F1 (1 s)", "segment_f1"), ("SED event F1 (200 ms)", "event_f1"),
-            ("median onset delay (s)", "median_onset_delay_s"), ("false alarms / hour", "false_alarms_per_hour"),
+            ("median onset delay (s)", "median_onset_delay_s"), ("false alarms / minute (no-target scenes)", "false_alarms_per_minute"),
             ("RTF", "rtf")]
     for name, key in rows:
         value = summary.get(key)
         table.add_row(name, "—" if value is None else f"{value:.3f}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    per_class = Table(title="per class (scene level)")
+    for column in ("class", "present", "detected", "false", "recall", "precision", "SDRi detected (dB)"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+
+    def fmt(value):
+        return "—" if value is None else f"{value:.2f}"
+
+    for name, row in summary.get("per_class", {}).items():
+        per_class.add_row(name, str(row["present"]), str(row["detected"]), str(row["false"]), fmt(row["recall"]),
+                          fmt(row["precision"]), fmt(row["sdri_detected_db"]))
+    console.print(per_class)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,9 @@
-"""`stream-s5 eval`: held-out synthetic scenes scored through the streaming engine.
+"""`stream-s5 eval`: held-out scenes scored through the streaming engine.
+
+Two scene sources: synthetic scenes from the procedural soundbank (the default), or scenes built the
+same DCASE way from a folder soundbank (`--soundbank DIR [--split valid]`, e.g. the real-recordings
+bank of `python -m export.realbank`: real targets, real interferers and real backgrounds of files
+that training never saw). Targets are drawn only from the classes the bank has.
 
 Scenes come from the procedural soundbank with an evaluation seed (clips and scenes never used in
 training, which renders its soundbank from seed 0 and draws scenes from another seed stream). Each
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +41,8 @@ class EvalOptions:
     chunk_s: float = 0.1
     p_no_target: float = 0.1
     threads: int = 1
+    soundbank: str | None = None  # a folder soundbank instead of the procedural one
+    split: str | None = None  # a sub-folder of it (train / valid) from export.realbank
 
 
 def scene_seed(seed: int, index: int) -> int:
@@ -64,7 +72,13 @@ def evaluate(bundle: Bundle | str | None = None, options: EvalOptions | None = N
     rate = bundle.sample_rate
     cfg = SceneConfig(sr=rate, duration=opt.duration, channels=bundle.channels, room=bundle.channels > 1,
                       p_no_target=opt.p_no_target)
-    soundbank = Soundbank.procedural(rate, opt.seed)
+    if opt.soundbank:
+        folder = Path(opt.soundbank) / opt.split if opt.split else Path(opt.soundbank)
+        soundbank = Soundbank.from_folder(folder, rate)
+        if not soundbank.available_classes:
+            raise ValueError(f"soundbank {folder} has no target class folders")
+    else:
+        soundbank = Soundbank.procedural(rate, opt.seed)
     acc = MetricAccumulator(classes=list(bundle.classes))
     chunk = max(1, int(opt.chunk_s * rate))
     compute_s = audio_s = 0.0
@@ -94,6 +108,6 @@ def evaluate(bundle: Bundle | str | None = None, options: EvalOptions | None = N
             progress(i + 1, opt.scenes)
     summary = acc.summary()
     summary["settings"] = {**asdict(opt), "bundle": str(bundle.path), "passes": engine.passes,
-                           "class_slots": int(bundle.separator["class_slots"])}
+                           "class_slots": int(bundle.separator["class_slots"]), "soundbank_material": soundbank.describe()}
     summary["rtf"] = compute_s / max(audio_s, 1e-9)
     return summary

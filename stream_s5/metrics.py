@@ -707,7 +707,32 @@ class MetricAccumulator:
             "false_alarms_per_hour": fa,
             "false_alarm_events": nt_events,
             "no_target_duration_s": nt_duration,
+            "false_alarms_per_minute": None if fa is None else fa / 60.0,
+            "no_target_scenes_with_false_class": sum(1 for r in no_target if r.predicted_classes),
             "detected_classes": sum(len(r.true_classes & r.predicted_classes) for r in recs),
             "missed_classes": sum(len(r.true_classes - r.predicted_classes) for r in recs),
             "false_classes": sum(len(r.predicted_classes - r.true_classes) for r in recs),
+            "per_class": self.per_class(),
         }
+
+    def per_class(self) -> dict[str, dict[str, Any]]:
+        """Scene-level class detection per class: scenes where the class is present, detected
+        (present and predicted), falsely predicted; recall, precision (None when undefined), and the
+        mean SDRi of its detected instances. Only classes that occur on either side are listed."""
+        out: dict[str, dict[str, Any]] = {}
+        for cls in self.classes:
+            present = sum(1 for r in self.records if cls in r.true_classes)
+            detected = sum(1 for r in self.records if cls in r.true_classes and cls in r.predicted_classes)
+            false = sum(1 for r in self.records if cls in r.predicted_classes and cls not in r.true_classes)
+            if present == 0 and false == 0:
+                continue
+            sdri = [r.sdri[cls] for r in self.records if cls in r.sdri]
+            out[cls] = {
+                "present": present,
+                "detected": detected,
+                "false": false,
+                "recall": detected / present if present else None,
+                "precision": detected / (detected + false) if detected + false else None,
+                "sdri_detected_db": _mean(sdri),
+            }
+        return out

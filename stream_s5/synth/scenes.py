@@ -93,6 +93,8 @@ class SceneConfig:
     distinct_classes: bool = True
     classes: tuple[str, ...] | None = None  # restrict target classes (None: all the bank has)
     rt60_range: tuple[float, float] = (0.2, 0.8)
+    # Share of dry (room=False) scenes that get a simulated room anyway: mono reverberation for training.
+    p_room: float = 0.0
     rir_source: str = "auto"  # "auto": the bank's rirs/ when present, else simulate; "simulate"; "bank"
     max_peak: float = 0.99
 
@@ -105,6 +107,8 @@ class SceneConfig:
             raise ValueError("need 0 <= min_interferers <= max_interferers")
         if not 0.0 <= self.p_no_target <= 1.0:
             raise ValueError("p_no_target must be a probability")
+        if not 0.0 <= self.p_room <= 1.0:
+            raise ValueError("p_room must be a probability")
         for name in ("target_snr_db", "interferer_snr_db", "noise_level_db", "rt60_range"):
             low, high = getattr(self, name)
             if low > high:
@@ -299,7 +303,8 @@ def generate_scene(cfg: SceneConfig, seed: int, soundbank: Soundbank | None = No
     noise = np.asarray(bank.noise(rng, n), dtype=np.float64)
     noise *= noise_rms / max(_rms(noise), 1e-12)
     draw = None
-    if cfg.room:
+    # Drawn only when asked for, so that scenes of configs without it stay bit-identical.
+    if cfg.room or (cfg.p_room > 0 and rng.random() < cfg.p_room):
         draw = _room_for_scene(cfg, rng, bank, len(placements))
         noise_image = spatialise_noise(rng, noise, draw, sr)
         noise_image *= noise_rms / max(_rms(noise_image[0]), 1e-12)

@@ -37,7 +37,7 @@ import soxr
 from stream_s5.labels import CLASSES
 
 from .background import INTERFERER_GENERATORS, synth_interferer, synth_noise
-from .dsp import n_samples
+from .dsp import n_samples, peak_normalise, recording_colour
 from .generators import CLASS_DURATION_RANGE, CLASS_GENERATORS, synth_event
 from .speech import ESPEAK_AVAILABLE
 
@@ -46,6 +46,7 @@ __all__ = [
     "SOUNDBANK_FORMAT",
     "CLASS_GENERATORS",
     "ESPEAK_AVAILABLE",
+    "MixedSoundbank",
     "Soundbank",
     "synth_event",
     "synth_interferer",
@@ -320,6 +321,67 @@ class Soundbank:
                 _, dropped = self._cache.popitem(last=False)
                 self._cache_bytes -= dropped.nbytes
         return audio
+
+
+class MixedSoundbank:
+    """Real recordings and procedural material drawn side by side, for training that transfers.
+
+    A target of a class the folder bank has is a real clip with probability ``p_real`` (else
+    procedural); classes without real material stay procedural. Interferers and backgrounds are real
+    with ``p_real_interference`` / ``p_real_noise``. Real clips pass through a random recording chain
+    (:func:`~stream_s5.synth.dsp.recording_colour`: EQ, band limits, saturation, short room tails) with
+    probability ``p_colour``, so the model meets each recording through many microphones and rooms.
+    Same interface as :class:`Soundbank`; RIRs come from the folder bank when it has them.
+    """
+
+    def __init__(self, real: Soundbank, procedural: Soundbank, *, p_real: float = 0.6,
+                 p_real_interference: float = 0.5, p_real_noise: float = 0.5, p_colour: float = 0.6):
+        if real.sr != procedural.sr:
+            raise ValueError(f"rates differ: real {real.sr}, procedural {procedural.sr}")
+        for name, value in (("p_real", p_real), ("p_real_interference", p_real_interference),
+                            ("p_real_noise", p_real_noise), ("p_colour", p_colour)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {value}")
+        self.real, self.procedural = real, procedural
+        self.sr = real.sr
+        self.p_real, self.p_real_interference, self.p_real_noise, self.p_colour = p_real, p_real_interference, p_real_noise, p_colour
+
+    available_classes = property(lambda self: CLASSES)
+    missing_classes = property(lambda self: ())
+    has_rirs = property(lambda self: self.real.has_rirs)
+    rir_rooms = property(lambda self: self.real.rir_rooms)
+
+    def rir_room(self, rng):
+        return self.real.rir_room(rng)
+
+    def rir(self, rng, room=None):
+        return self.real.rir(rng, room)
+
+    def describe(self) -> dict:
+        return {"kind": "mixed", "real": self.real.describe(), "procedural": self.procedural.describe(),
+                "p_real": self.p_real, "p_real_interference": self.p_real_interference,
+                "p_real_noise": self.p_real_noise, "p_colour": self.p_colour}
+
+    def _coloured(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p_colour:
+            return clip
+        child = _child_rng(self.real.seed, rng)
+        return peak_normalise(recording_colour(child, clip, self.sr), 0.5)
+
+    def event(self, cls: str, rng: np.random.Generator, max_duration: float | None = None) -> np.ndarray:
+        if cls in self.real.available_classes and rng.random() < self.p_real:
+            return self._coloured(self.real.event(cls, rng, max_duration), rng)
+        return self.procedural.event(cls, rng, max_duration)
+
+    def interferer(self, rng: np.random.Generator, max_duration: float | None = None) -> np.ndarray:
+        if "interference" not in self.real.fallbacks and rng.random() < self.p_real_interference:
+            return self._coloured(self.real.interferer(rng, max_duration), rng)
+        return self.procedural.interferer(rng, max_duration)
+
+    def noise(self, rng: np.random.Generator, n_samples_out: int) -> np.ndarray:
+        if "noise" not in self.real.fallbacks and rng.random() < self.p_real_noise:
+            return self.real.noise(rng, n_samples_out)
+        return self.procedural.noise(rng, n_samples_out)
 
 
 # ----------------------------------------------------------------------------------------------

