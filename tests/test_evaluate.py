@@ -37,3 +37,20 @@ def test_cli_eval_writes_the_summary(tmp_path, capsys):
     assert main(["eval", "--scenes", "2", "--duration", "2", "--seed", "4", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert KEYS <= set(summary) and summary["settings"]["seed"] == 4
+
+
+def test_eval_on_a_folder_soundbank_reports_per_class_detection(tmp_path, capsys):
+    from stream_s5.synth.soundbank import write_soundbank
+
+    write_soundbank(tmp_path / "valid", sr=16000, n_per_class=2, n_interference=2, n_noise=2, seed=9,
+                    classes=("Speech", "FootSteps"), duration_range=(1.0, 2.0), noise_duration=3.0)
+    summary = evaluate(None, EvalOptions(scenes=5, seed=2, duration=3.0, soundbank=str(tmp_path), split="valid",
+                                         p_no_target=0.2))
+    true = {c for c, row in summary["per_class"].items() if row["present"]}
+    assert true and true <= {"Speech", "FootSteps"}  # targets only from the bank's classes
+    for row in summary["per_class"].values():
+        assert row["detected"] <= row["present"]
+        assert row["recall"] is None or 0.0 <= row["recall"] <= 1.0
+    assert summary["settings"]["soundbank_material"]["kind"] == "folder"
+    assert main(["eval", "--soundbank", str(tmp_path), "--split", "nope"]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -91,3 +91,18 @@ def test_stft_round_trip_and_config_round_trip():
     torch.testing.assert_close(y[:, :-128], x[:, : y.shape[1] - 128], atol=1e-5, rtol=0)
     cfg = ModelConfig()
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_spec_augment_masks_only_while_training():
+    from export.models import spec_augment
+
+    feats = torch.ones(3, 64, 128)
+    masked = spec_augment(feats, 2, 8, 2, 10)
+    assert masked.shape == feats.shape and 0 < float((masked == 0).float().mean()) < 0.5
+    net = SedNet(SedConfig(dim=32, depth=1, heads=2))
+    net.spec_augment = (2, 8, 2, 10)
+    audio = torch.randn(2, net.cfg.window) * 0.1
+    net.eval()
+    with torch.no_grad():
+        a, b = net(audio)["clip_probs"], net(audio)["clip_probs"]
+    assert torch.equal(a, b)  # inference never masks

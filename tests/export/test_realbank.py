@@ -52,7 +52,8 @@ def test_every_reserved_package_is_refused_in_the_file_list_and_at_fetch(tmp_pat
 
 
 def test_cli_refuses_a_reserved_package_with_exit_2(tmp_path, capsys):
-    path = _sources(tmp_path, [], {"alsa-utils": {"source": "debian", "version": "1", "licence": "x"}})
+    reserved = sorted(RESERVED["debian"])[0]
+    path = _sources(tmp_path, [], {reserved: {"source": "debian", "version": "1", "licence": "x"}})
     assert realbank.main(["--out", str(tmp_path / "bank"), "--sources", str(path)]) == 2
     assert "reserved" in capsys.readouterr().err
 

@@ -64,3 +64,25 @@ def test_training_log_carries_per_pass_health_and_the_loss_settings(tmp_path):
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     recipe = json.loads(state["recipe_json"])
     assert recipe["absent_floor_db"] == -12.0 and recipe["absent_weight"] == 1.0
+
+
+def test_mixed_precision_fine_tuning_from_a_checkpoint_with_real_material(tmp_path):
+    """--amp on CPU runs in bfloat16; --init takes another run's weights; the recipe records it all;
+    a folder bank with --p-real mixes real and procedural clips."""
+    import numpy as np
+    import soundfile as sf
+
+    first = tmp_path / "first"
+    train_main(["--preset", "test", "--out", str(first), "--quiet"])
+    bank = tmp_path / "bank"
+    (bank / "Speech").mkdir(parents=True)
+    t = np.arange(16000) / 16000
+    sf.write(str(bank / "Speech" / "a.wav"), (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    second = tmp_path / "second"
+    train_main(["--preset", "test", "--out", str(second), "--quiet", "--amp", "--init", str(first / "checkpoint.pt"),
+                "--soundbank", str(bank), "--p-real", "0.5", "--device", "auto"])
+    state = torch.load(second / "checkpoint.pt", weights_only=True)
+    recipe = json.loads(state["recipe_json"])
+    assert recipe["init"] == str(first / "checkpoint.pt") and recipe["amp"] == "torch.bfloat16"
+    assert recipe["p_real"] == 0.5 and recipe["device"] in ("cpu", "cuda")
+    assert all(torch.isfinite(v).all() for v in state["sed"].values() if v.is_floating_point())

@@ -96,3 +96,42 @@ def test_real_files_resampled_downmixed_and_fallbacks(tmp_path):
     assert bank.noise(np.random.default_rng(0), 1000).shape == (1000,)
     scene = generate_scene(SceneConfig(duration=2.0, p_no_target=0.0), 0, bank)
     assert scene.labels == ["Cough"]
+
+
+def test_mixed_bank_draws_real_where_it_has_recordings_and_procedural_elsewhere(bank_dir):
+    from stream_s5.synth.soundbank import MixedSoundbank
+
+    real = Soundbank.from_folder(bank_dir, SR)
+    procedural = Soundbank.procedural(SR, seed=3)
+    files = {name: [sf.read(str(p), dtype="float32")[0] for p in sorted((bank_dir / name).iterdir())] for name in SOME}
+
+    def is_real(clip, name):
+        return any(len(clip) <= len(f) and any(np.allclose(clip, f[i : i + len(clip)], atol=1e-4)
+                                               for i in range(0, len(f) - len(clip) + 1, 1)) for f in files[name])
+
+    always = MixedSoundbank(real, procedural, p_real=1.0, p_colour=0.0)
+    never = MixedSoundbank(real, procedural, p_real=0.0, p_colour=0.0)
+    assert always.available_classes == CLASSES  # classes without recordings stay procedural
+    rng = np.random.default_rng(0)
+    assert is_real(always.event("Speech", rng, 1.0), "Speech")
+    assert not is_real(never.event("Speech", rng, 1.0), "Speech")
+    assert always.event("Cough", rng, 1.0).size > 0  # no recordings of Cough: procedural
+    coloured = MixedSoundbank(real, procedural, p_real=1.0, p_colour=1.0).event("Typing", rng, 1.0)
+    assert np.isfinite(coloured).all() and not is_real(coloured, "Typing")
+    scene_a = generate_scene(SceneConfig(duration=2.0), 7, MixedSoundbank(real, procedural))
+    scene_b = generate_scene(SceneConfig(duration=2.0), 7, MixedSoundbank(real, procedural))
+    assert np.array_equal(scene_a.mixture, scene_b.mixture)
+    with pytest.raises(ValueError, match="probability"):
+        MixedSoundbank(real, procedural, p_real=1.5)
+    with pytest.raises(ValueError, match="rates"):
+        MixedSoundbank(real, Soundbank.procedural(32000))
+
+
+def test_p_room_reverberates_some_dry_scenes_and_leaves_others_unchanged():
+    plain = generate_scene(SceneConfig(duration=2.0, p_no_target=0.0), 3)
+    again = generate_scene(SceneConfig(duration=2.0, p_no_target=0.0, p_room=0.0), 3)
+    assert np.array_equal(plain.mixture, again.mixture)  # p_room=0 draws nothing: old scenes unchanged
+    rooms = [generate_scene(SceneConfig(duration=2.0, p_no_target=0.0, p_room=1.0), s).room for s in range(2)]
+    assert all(r is not None and r["kind"] == "shoebox" for r in rooms)
+    with pytest.raises(ValueError, match="p_room"):
+        SceneConfig(p_room=2.0).validate()
