@@ -2,6 +2,7 @@
 
     python -m export.realbank --out realbank            # fetch, decode, split, compose, write
     python -m export.realbank --out realbank --cache pkgs --per-class 150 --valid-per-class 40
+    python -m export.realbank --out realbank --pack realbank_train.npz --pack-max 60   # + a GPU carry
 
 What it does, in order:
 1. reads the file list `export/realbank_sources.json` (package, version, path in the package, role:
@@ -500,6 +501,10 @@ def main(argv=None) -> int:
     p.add_argument("--per-class", type=int, default=150, help="composed clips per class, training split")
     p.add_argument("--valid-per-class", type=int, default=40, help="composed clips per class, validation split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pack", default=None, metavar="NPZ",
+                   help="also pack the train split into one pre-decoded .npz (for a GPU machine without soundfile)")
+    p.add_argument("--pack-rate", type=int, default=16000)
+    p.add_argument("--pack-max", type=int, default=None, help="at most this many clips per folder in the pack")
     args = p.parse_args(argv)
     try:
         manifest = build(args.out, args.cache, args.sources, args.per_class, args.valid_per_class, args.seed)
@@ -510,6 +515,12 @@ def main(argv=None) -> int:
         print(f"{split}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
     if manifest["skipped"]:
         print(f"skipped {len(manifest['skipped'])} files (see realbank.json)")
+    if args.pack:
+        from stream_s5.synth.soundbank import write_packed
+
+        info = write_packed(Path(args.out) / "train", args.pack, args.pack_rate, args.pack_max, args.seed)
+        size = Path(args.pack).stat().st_size / 2**20
+        print(f"packed {info['clips']} clips ({info['seconds'] / 60:.1f} min) into {args.pack} ({size:.1f} MiB)")
     return 0
 
 

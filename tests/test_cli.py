@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,33 @@ def test_microphone_path_on_a_real_device(null_sink, scene, tmp_path):
     for label in summary["outputs"]:
         est, rate = sf.read(out / f"{label}.wav")
         assert rate == 16000 and est.shape == (9 * 16000,)
+
+
+REAL = Path(__file__).parent / "data" / "real_footsteps_speech.flac"
+
+
+@pytest.mark.xfail(reason="TEMPORARY: the shipped bundle predates the real-recordings retrain", strict=False)
+def test_microphone_path_detects_the_classes_of_a_real_recording(null_sink, tmp_path):
+    """A recorded scene (validation-split recordings of allowed packages, tests/data/README.md) played into
+    the null sink and captured as a microphone: both true classes detected, at most one false class."""
+    truth = json.loads(REAL.with_suffix(".json").read_text())["labels"]
+    wav = tmp_path / "real.wav"
+    audio, rate = sf.read(REAL)
+    sf.write(wav, audio, rate, subtype="PCM_16")
+    out = tmp_path / "out"
+    env = {**os.environ, "PULSE_SOURCE": f"{null_sink}.monitor"}
+    rec = subprocess.Popen(CLI + ["--input", "mic", "--input-device", "pulse", "--rate", "48000", "--channels", "1",
+                                  "--duration", "9.5", "--classes", "auto", "--output", str(out), "--no-view"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    subprocess.run(["paplay", f"--device={null_sink}", str(wav)], check=True, timeout=30)
+    stdout, stderr = rec.communicate(timeout=60)
+    assert rec.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_rms_dbfs"] > -45, "the device delivered silence"
+    detected = set(summary["detected_classes"])
+    assert set(truth) <= detected, (sorted(detected), truth)
+    assert len(detected - set(truth)) <= 1, (sorted(detected), truth)
 
 
 def test_playback_of_a_class_on_a_real_device(null_sink, tmp_path):

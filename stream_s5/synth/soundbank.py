@@ -51,6 +51,7 @@ __all__ = [
     "synth_event",
     "synth_interferer",
     "synth_noise",
+    "write_packed",
     "write_soundbank",
 ]
 
@@ -93,6 +94,7 @@ class Soundbank:
         rir_files: dict[str, list[Path]] | None = None,
         unknown_folders: tuple[str, ...] = (),
         cache_mb: float = 128.0,
+        packed: dict[Path, np.ndarray] | None = None,
     ):
         self.sr = int(sr)
         self.seed = int(seed)
@@ -106,6 +108,7 @@ class Soundbank:
         self._cache: OrderedDict[tuple[Path, bool], np.ndarray] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = int(cache_mb * 2**20)
+        self._packed = packed or {}  # pre-decoded clips (write_packed): no decoding, no soundfile
 
     # -- construction -----------------------------------------------------------------------
 
@@ -123,6 +126,8 @@ class Soundbank:
         falls back to procedural interferers / noise (see :attr:`fallbacks`).
         """
         root = Path(path)
+        if root.suffix == ".npz" and root.is_file():
+            return cls._from_packed(root, sr)
         if not root.is_dir():
             raise FileNotFoundError(f"soundbank folder not found: {root}")
         by_lower = {name.lower(): name for name in CLASSES}
@@ -163,6 +168,29 @@ class Soundbank:
             unknown_folders=tuple(unknown),
             cache_mb=cache_mb,
         )
+
+    @classmethod
+    def _from_packed(cls, path: Path, sr: int) -> Soundbank:
+        """A bank from one .npz written by :func:`write_packed` (clips already decoded and resampled)."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("format") != PACKED_FORMAT:
+                raise ValueError(f"{path}: not a packed soundbank ({PACKED_FORMAT})")
+            if int(meta["sr"]) != int(sr):
+                raise ValueError(f"{path}: packed at {meta['sr']} Hz, the bank wants {sr} Hz")
+            pcm, offsets = data["pcm"], data["offsets"]
+        packed: dict[Path, np.ndarray] = {}
+        folders: dict[str, list[Path]] = {}
+        for i, folder in enumerate(meta["folders"]):
+            key = path / folder / f"{i:06d}"
+            clip = (pcm[offsets[i] : offsets[i + 1]].astype(np.float32) * float(meta["scales"][i]))
+            clip.setflags(write=False)
+            packed[key] = clip
+            folders.setdefault(folder, []).append(key)
+        class_files = {name: folders[name] for name in CLASSES if name in folders}
+        return cls(sr, seed=int(meta.get("seed", 0)), root=path, class_files=class_files,
+                   interference_files=folders.get("interference", []), noise_files=folders.get("noise", []),
+                   packed=packed, cache_mb=0)
 
     # -- description ------------------------------------------------------------------------
 
@@ -304,6 +332,8 @@ class Soundbank:
 
     def _load(self, path: Path, mono: bool = True) -> np.ndarray:
         """Decode, resample and (for dry sources) downmix one file; LRU-cached by byte budget."""
+        if path in self._packed:
+            return self._packed[path]
         key = (path, mono)
         cached = self._cache.get(key)
         if cached is not None:
@@ -382,6 +412,37 @@ class MixedSoundbank:
         if "noise" not in self.real.fallbacks and rng.random() < self.p_real_noise:
             return self.real.noise(rng, n_samples_out)
         return self.procedural.noise(rng, n_samples_out)
+
+
+PACKED_FORMAT = "stream_s5.soundbank-packed/1"
+
+
+def write_packed(folder: str | os.PathLike, path: str | os.PathLike, sr: int = 16000,
+                 max_per_folder: int | None = None, seed: int = 0) -> dict:
+    """Pack a folder soundbank's target, interference and noise clips (not RIRs) into one .npz:
+    decoded, resampled to ``sr``, mono, 16-bit with a per-clip scale. For machines that train without
+    soundfile or without the source files (a GPU box with numpy only). ``max_per_folder`` keeps a seeded
+    random subset of each folder. ``Soundbank.from_folder(path.npz)`` reads it back."""
+    bank = Soundbank.from_folder(folder, sr, cache_mb=0)
+    rng = np.random.default_rng(seed)
+    groups = [(name, bank._class_files[name]) for name in bank.available_classes]
+    groups += [("interference", bank._interference_files), ("noise", bank._noise_files)]
+    chunks, folders, scales, offsets = [], [], [], [0]
+    for name, files in groups:
+        if max_per_folder is not None and len(files) > max_per_folder:
+            files = [files[int(i)] for i in sorted(rng.choice(len(files), max_per_folder, replace=False))]
+        for file in files:
+            clip = bank._load(file)
+            scale = float(np.max(np.abs(clip))) / 32767.0 or 1.0
+            chunks.append(np.round(clip / scale).astype(np.int16))
+            folders.append(name)
+            scales.append(scale)
+            offsets.append(offsets[-1] + len(clip))
+    meta = {"format": PACKED_FORMAT, "sr": int(sr), "seed": int(bank.seed), "source": str(folder),
+            "folders": folders, "scales": scales}
+    np.savez_compressed(path, pcm=np.concatenate(chunks) if chunks else np.zeros(0, np.int16),
+                        offsets=np.asarray(offsets, np.int64), meta=np.array(json.dumps(meta)))
+    return {"clips": len(folders), "seconds": offsets[-1] / sr}
 
 
 # ----------------------------------------------------------------------------------------------
