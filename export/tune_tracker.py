@@ -70,17 +70,22 @@ def replay(bundle, results: list[SedResult], options: TrackerOptions, n: int):
     return [(e.label, e.onset, e.offset, e.decided_at) for e in tracker.events]
 
 
-def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target: float = 0.15
-         ) -> tuple[TrackerOptions, dict]:
+def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target: float = 0.15,
+         soundbank: str | None = None, real_scenes: int = 0) -> tuple[TrackerOptions, dict]:
+    """Tune on `scenes` procedural scenes plus, with `soundbank` (a folder bank, e.g. the real bank's
+    valid/ split), `real_scenes` scenes built from it (20 % without a target, for false alarms)."""
     bundle = load_bundle(model)
     sed = SedModel(bundle, ["CPUExecutionProvider"])
     cfg = SceneConfig(sr=bundle.sample_rate, duration=10.0, channels=bundle.channels, room=bundle.channels > 1)
-    bank = Soundbank.procedural(bundle.sample_rate, seed)
+    sets = [(Soundbank.procedural(bundle.sample_rate, seed), cfg, scenes, 9)]
+    if soundbank and real_scenes > 0:
+        sets.append((Soundbank.from_folder(soundbank, bundle.sample_rate), replace(cfg, p_no_target=0.2), real_scenes, 10))
     data = []
-    for i in range(scenes):
-        scene = generate_scene(cfg, int(np.random.SeedSequence([seed, 9, i]).generate_state(1)[0]), bank)
-        data.append((sed_results(bundle, sed, scene.mixture), [(e.label, e.onset, e.offset) for e in scene.events],
-                     scene.mixture.shape[1], set(scene.sources)))
+    for bank, scene_cfg, count, stream in sets:
+        for i in range(count):
+            scene = generate_scene(scene_cfg, int(np.random.SeedSequence([seed, stream, i]).generate_state(1)[0]), bank)
+            data.append((sed_results(bundle, sed, scene.mixture), [(e.label, e.onset, e.offset) for e in scene.events],
+                         scene.mixture.shape[1], set(scene.sources)))
     def score(opts: TrackerOptions) -> tuple[float, float, float, float, TrackerOptions]:
         est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
         acc = label_accuracy([t for *_, t in data], [{e[0] for e in ev} for ev in est])
@@ -104,7 +109,8 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
                 candidate = score(opts)
                 if candidate[0] > best[0]:
                     best = candidate
-    report = {"validation": {"scenes": scenes, "seed": seed, "grid": GRID, "rounds": ROUNDS,
+    report = {"validation": {"scenes": scenes, "seed": seed, "soundbank": soundbank, "real_scenes": real_scenes if soundbank else 0,
+                             "grid": GRID, "rounds": ROUNDS,
                              "delay_weight": delay_weight, "delay_target_s": delay_target},
               "chosen": summary(best), "defaults": summary(default)}
     return best[-1], report
@@ -117,8 +123,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=2000)
     p.add_argument("--delay-weight", type=float, default=0.2, help="score penalty per second of median onset delay above the target")
     p.add_argument("--delay-target", type=float, default=0.15, help="median onset delay (s) that is not penalised")
+    p.add_argument("--soundbank", default=None, help="also tune on scenes from this folder bank (e.g. realbank/valid)")
+    p.add_argument("--real-scenes", type=int, default=100, help="scenes from --soundbank")
     args = p.parse_args(argv)
-    options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target)
+    options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target,
+                           args.soundbank, args.real_scenes)
 
     def record(manifest: dict) -> None:
         manifest["tracker"] = asdict(options)

@@ -27,3 +27,17 @@ def test_objective_trades_onset_delay_against_accuracy_only_above_the_target():
     assert abs(objective(0.8, 0.6, 0.35, 0.2, 0.15) - (0.7 - 0.04)) < 1e-12
     assert objective(0.8, 0.6, 0.35, 0.0, 0.15) == 0.7  # weight 0: accuracy only
     assert objective(0.8, 0.6, None, 0.2, 0.15) < objective(0.8, 0.6, 0.9, 0.2, 0.15)
+
+
+def test_tuning_can_add_scenes_from_a_folder_bank(toy_bundle, tmp_path, capsys):
+    from stream_s5.synth.soundbank import write_soundbank
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(toy_bundle, bundle_dir)
+    write_soundbank(tmp_path / "valid", sr=16000, n_per_class=1, n_interference=1, n_noise=1, seed=3,
+                    classes=("AlarmClock",), duration_range=(1.0, 2.0), noise_duration=3.0)
+    tune_main(["--model", str(bundle_dir), "--scenes", "1", "--seed", "5", "--soundbank", str(tmp_path / "valid"),
+               "--real-scenes", "2"])
+    capsys.readouterr()
+    validation = load_bundle(bundle_dir).manifest["provenance"]["tracker_tuning"]["validation"]
+    assert validation["real_scenes"] == 2 and validation["soundbank"] == str(tmp_path / "valid")
