@@ -299,14 +299,18 @@ def _drums(rng, shots, n):
 
 
 def _claps(rng, shots, n):
-    """One to eight people clapping at 2–6 claps/s each (pitch ±12 % per person)."""
+    """Clapping: half the clips 1–8 people (each 2–6 claps/s), half an applause of 10–60 people (3–7
+    claps/s each, onsets spread): dense applause is a noise-like texture, not a clap train."""
     out = np.zeros(n, np.float32)
-    for _ in range(int(rng.integers(1, 9))):
-        clap = _pitch(shots[int(rng.integers(len(shots)))][1], rng.uniform(0.88, 1.12))
-        t, rate = rng.uniform(0.0, 0.3), rng.uniform(2.0, 6.0)
+    applause = rng.random() < 0.5
+    people = int(rng.integers(10, 61)) if applause else int(rng.integers(1, 9))
+    for _ in range(people):
+        clap = _pitch(shots[int(rng.integers(len(shots)))][1], rng.uniform(0.8, 1.25) if applause else rng.uniform(0.88, 1.12))
+        t, rate = rng.uniform(0.0, 0.5 if applause else 0.3), rng.uniform(3.0, 7.0) if applause else rng.uniform(2.0, 6.0)
+        gain_db = rng.uniform(-12, 0) if applause else rng.uniform(-5, 0)
         while t * COMPOSED_RATE < n:
-            _overlay(out, clap, int(t * COMPOSED_RATE), 10 ** (rng.uniform(-5, 0) / 20))
-            t += rng.uniform(0.88, 1.12) / rate
+            _overlay(out, clap, int(t * COMPOSED_RATE), 10 ** ((gain_db + rng.uniform(-3, 0)) / 20))
+            t += rng.uniform(0.85, 1.15) / rate
     return out
 
 

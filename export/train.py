@@ -144,6 +144,8 @@ def train(args) -> Path:
     preset = dict(PRESETS[args.preset])
     if args.steps:
         preset["steps"] = args.steps
+    if args.lr:
+        preset["lr"] = args.lr
     for key in ("absent_weight", "absent_floor_db"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
@@ -295,6 +297,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.jsonl)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--steps", type=int, default=0, help="override the preset's step count")
+    p.add_argument("--lr", type=float, default=0.0, help="override the preset's peak learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--channels", type=int, default=1, help="4 = room-simulated tetrahedral array (spatial bundle)")
