@@ -160,19 +160,25 @@ def null_sink():
     subprocess.run(["pulseaudio", "--kill"], capture_output=True)
 
 
+def capture_from_mic(null_sink: str, wav, out, rate: int, seconds: float) -> dict:
+    """Run the CLI on the null sink's monitor as a microphone while paplay plays `wav` into the sink;
+    returns summary.json."""
+    env = {**os.environ, "PULSE_SOURCE": f"{null_sink}.monitor"}
+    rec = subprocess.Popen(CLI + ["--input", "mic", "--input-device", "pulse", "--rate", str(rate), "--channels", "1",
+                                  "--duration", str(seconds), "--classes", "auto", "--output", str(out), "--no-view"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    subprocess.run(["paplay", f"--device={null_sink}", str(wav)], check=True, timeout=30)
+    _, stderr = rec.communicate(timeout=60)
+    assert rec.returncode == 0, stderr
+    return json.loads((out / "summary.json").read_text())
+
+
 def test_microphone_path_on_a_real_device(null_sink, scene, tmp_path):
     wav = tmp_path / "play.wav"
     sf.write(wav, scene.mixture[0], 16000, subtype="PCM_16")
     out = tmp_path / "out"
-    env = {**os.environ, "PULSE_SOURCE": f"{null_sink}.monitor"}
-    rec = subprocess.Popen(CLI + ["--input", "mic", "--input-device", "pulse", "--rate", "16000", "--channels", "1",
-                                  "--duration", "9", "--classes", "auto", "--output", str(out), "--no-view"],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    subprocess.run(["paplay", f"--device={null_sink}", str(wav)], check=True, timeout=30)
-    stdout, stderr = rec.communicate(timeout=60)
-    assert rec.returncode == 0, stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = capture_from_mic(null_sink, wav, out, rate=16000, seconds=9)
     assert summary["input_seconds"] == pytest.approx(9.0, abs=0.05)
     assert summary["input_rms_dbfs"] > -40, "the device delivered silence"
     assert set(summary["detected_classes"]) & set(scene.labels), (summary["detected_classes"], scene.labels)
@@ -192,16 +198,7 @@ def test_microphone_path_detects_the_classes_of_a_real_recording(null_sink, tmp_
     wav = tmp_path / "real.wav"
     audio, rate = sf.read(REAL)
     sf.write(wav, audio, rate, subtype="PCM_16")
-    out = tmp_path / "out"
-    env = {**os.environ, "PULSE_SOURCE": f"{null_sink}.monitor"}
-    rec = subprocess.Popen(CLI + ["--input", "mic", "--input-device", "pulse", "--rate", "48000", "--channels", "1",
-                                  "--duration", "9.5", "--classes", "auto", "--output", str(out), "--no-view"],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    subprocess.run(["paplay", f"--device={null_sink}", str(wav)], check=True, timeout=30)
-    stdout, stderr = rec.communicate(timeout=60)
-    assert rec.returncode == 0, stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = capture_from_mic(null_sink, wav, tmp_path / "out", rate=48000, seconds=9.5)
     assert summary["input_rms_dbfs"] > -45, "the device delivered silence"
     detected = set(summary["detected_classes"])
     assert set(truth) <= detected, (sorted(detected), truth)
