@@ -412,8 +412,8 @@ def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | 
     files = load_sources(sources)
     splits = split_of(files)
     roots, versions, sf2_cache = {}, {}, {}
-    for name in sorted({f.package for f in files}):
-        meta = files[[f.package for f in files].index(name)].meta
+    package_meta = {f.package: f.meta for f in files}
+    for name, meta in sorted(package_meta.items()):
         log(f"fetching {meta['source']} package {name} …")
         roots[name], versions[name] = fetch_package(name, meta, cache)
         if meta.get("version") and versions[name] != meta["version"]:
@@ -478,8 +478,7 @@ def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | 
         "sources": str(Path(sources).name),
         "seed": seed,
         "reserved_never_used": {k: sorted(v) for k, v in RESERVED.items()},
-        "packages": {name: {**files[[f.package for f in files].index(name)].meta, "fetched_version": versions[name]}
-                     for name in sorted(versions)},
+        "packages": {name: {**package_meta[name], "fetched_version": versions[name]} for name in sorted(versions)},
         "counts": {split: dict(sorted(c.items())) for split, c in counts.items()},
         "missing_classes": {split: [c for c in CLASSES if c not in counts[split]] for split in counts},
         "skipped": skipped,
