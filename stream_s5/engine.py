@@ -68,6 +68,7 @@ class EngineOutput:
     audio: dict[str, np.ndarray]  # label → [length] for classes with a slot; others are silent
     backfill: list[Backfill]
     events: list[Event]  # opened (offset None) or closed now
+    final: bool = False  # the stream's last output (StreamPool: the stream has ended and was flushed)
 
 
 def parse_classes(classes, known) -> tuple[str, ...] | None:

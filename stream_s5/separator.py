@@ -63,9 +63,10 @@ class SeparatorBank:
             self.calls += 1
         return prev
 
-    def step(self, spec: np.ndarray, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One hop for every occupied slot. spec [C, 2, F]; activity [n_slots] → (slots, audio [B, hop])."""
-        slots = self.occupied
+    def step(self, spec: np.ndarray, activity: np.ndarray, slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One hop for every occupied slot (or for `slots`, occupied ones of streams that have a hop).
+        spec [C, 2, F]; activity [n_slots] → (slots, audio [B, hop])."""
+        slots = self.occupied if slots is None else slots
         if slots.size == 0:
             return slots, np.zeros((0, self.hop), np.float32)
         mix = self._hop_mixture(spec, slots)
