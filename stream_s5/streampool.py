@@ -70,6 +70,7 @@ class _Stream:
     tracker: ClassTracker
     queue: deque = field(default_factory=deque)  # [channels, n] blocks at the bundle rate
     queued: int = 0
+    pushed: int = 0  # conditioned samples pushed so far (bundle rate)
     frames: int = 0  # hops run: the stream's own clock
     total: int | None = None  # input length at the bundle rate, known once it ended
     sent: int = 0  # output samples handed out (start of the next output)
@@ -123,6 +124,7 @@ class StreamPool(_EngineCore):
                        **{k: StageTimer() for k in ("separator", "tracker", "output")}}
         self.deadline_misses = 0
         self.opened = self.finished = self.abandoned = 0
+        self.reports: dict[int, dict] = {}  # streams that finished: their repairs (pop_report)
 
     def calibrate(self, refine_auto: bool = False, blocks: int = 20) -> dict:
         """Time one pass over every slot of a full pool and a SED call over every stream (the worst
@@ -169,7 +171,8 @@ class StreamPool(_EngineCore):
         return sid
 
     def push(self, sid: int, samples) -> int:
-        """Queue input for a stream (any length; conditioned now). → samples queued at the bundle rate."""
+        """Queue input for a stream (any length; conditioned now). → samples pushed so far at the bundle
+        rate (a hop count × hop at or beyond it means the input up to here has been run)."""
         stream = self._stream(sid)
         if stream.total is not None:
             raise RuntimeError(f"stream {sid} has ended: no more input")
@@ -178,7 +181,8 @@ class StreamPool(_EngineCore):
             if x.shape[1]:
                 stream.queue.append(x)
                 stream.queued += x.shape[1]
-            return stream.queued
+                stream.pushed += x.shape[1]
+            return stream.pushed
 
     def end(self, sid: int) -> None:
         """No more input: the following steps push the stream's last samples through, as Engine.flush,
@@ -209,6 +213,10 @@ class StreamPool(_EngineCore):
         return StreamInfo(sid, s.fixed, s.conditioner.in_rate, s.conditioner.in_channels, s.frames, s.queued,
                           s.total is not None)
 
+    def pop_report(self, sid: int) -> dict | None:
+        """A finished stream's input repairs, hops and slot overflows (once)."""
+        return self.reports.pop(sid, None)
+
     def repairs(self, sid: int) -> dict:
         return self._stream(sid).conditioner.counters.to_dict()
 
@@ -221,6 +229,17 @@ class StreamPool(_EngineCore):
 
     def open_events(self, sid: int) -> list[Event]:
         return self._stream(sid).tracker.open_events()
+
+    def latest_activity(self, sid: int) -> np.ndarray:
+        """The stream's newest SED frame probability per class (zeros before its first SED result)."""
+        self._stream(sid)
+        latest = int(self._latest[sid])
+        if latest < 0:
+            return np.zeros(len(self.classes), np.float32)
+        return self._activity_values[sid, latest % self.history_frames].copy()
+
+    def is_open(self, sid: int) -> bool:
+        return sid in self.streams
 
     @property
     def active(self) -> list[int]:
@@ -291,6 +310,8 @@ class StreamPool(_EngineCore):
                 if sid in finished:
                     out.events.extend(stream.tracker.close(stream.total))
                     out.final = True
+                    self.reports[sid] = {"repairs": stream.conditioner.counters.to_dict(), "hops": stream.frames,
+                                         "slot_overflows": stream.tracker.slot_overflows}
                     del self.streams[sid]
                     self._release_slots(sid)
                     self.finished += 1
