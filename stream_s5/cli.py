@@ -4,6 +4,8 @@
     stream-s5 --input scene.wav --classes auto --output out/
     stream-s5 --input demo --output out/                    # a seeded synthetic scene
     stream-s5 eval --scenes 200 --seed 1000 --json eval.json
+    stream-s5 serve                                         # server + live page on http://127.0.0.1:8765/
+    stream-s5 --input scene.wav --server ws://127.0.0.1:8765/ws --output out/   # through a server
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from stream_s5.bundle import BundleError, load_bundle
 from stream_s5.conditioning import InputError
 from stream_s5.engine import BudgetError, Engine, EngineOptions, StageTimer
 from stream_s5.labels import CLASSES
+from stream_s5.serve.client import ServerError
 
 __all__ = ["main"]
 
@@ -37,7 +40,8 @@ class _Stop:
 
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-s5", description="Real-time sound event detection and per-class separation.",
-                                epilog="Subcommand: 'stream-s5 eval --help' scores the bundle on held-out synthetic scenes.")
+                                epilog="Subcommands: 'stream-s5 eval --help' scores the bundle on held-out scenes; "
+                                       "'stream-s5 serve --help' runs the streaming server and its live page.")
     p.add_argument("--input", default="mic", help="mic | demo | PATH to an audio file (default: mic)")
     p.add_argument("--classes", default="auto", help="auto, or a comma-separated list such as Speech,Doorbell")
     p.add_argument("--output", default=None, help="folder for <Class>.wav, events.jsonl, summary.json")
@@ -57,7 +61,52 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument("--list-classes", action="store_true")
     p.add_argument("--list-devices", action="store_true")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="run through a stream-s5 server (ws://HOST:PORT/ws) instead of a local engine")
+    p.add_argument("--token", default=None, help="the server's access token (with --server)")
     return p
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-s5 serve",
+                                description="Streaming server: one WebSocket per stream, batched through shared "
+                                            "sessions, and the live monitoring page (docs/server.md).")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs --token)")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    p.add_argument("--max-streams", type=int, default=16, help="streams served at once; more are refused")
+    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
+    p.add_argument("--refine", default=None, help="refinement passes K, or 'auto'")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--budget-ms", type=float, default=None, help="compute budget per hop")
+    p.add_argument("--token", default=None, help="clients must present this token (?token= or Bearer header)")
+    p.add_argument("--allow-origin", action="append", default=[], help="another page origin allowed to connect")
+    p.add_argument("--max-speed", type=float, default=2.0, help="input pace limit per stream, × real time")
+    p.add_argument("--max-frame-kib", type=float, default=256, help="largest binary frame accepted")
+    p.add_argument("--idle-timeout", type=float, default=30.0, help="close streams silent this long (s)")
+    return p
+
+
+def run_serve(argv) -> int:
+    args = _serve_parser().parse_args(argv)
+    from stream_s5.serve.server import ServerOptions, run_server
+
+    refine = args.refine if args.refine in (None, "auto") else _int_arg(args.refine, "--refine")
+    options = ServerOptions(host=args.host, port=args.port, max_streams=args.max_streams, model=args.model,
+                            refine=refine, device=args.device, threads=args.threads, budget_ms=args.budget_ms,
+                            token=args.token, allowed_origins=tuple(args.allow_origin), max_speed=args.max_speed,
+                            max_frame_bytes=int(args.max_frame_kib * 1024), idle_timeout_s=args.idle_timeout)
+    try:
+        return run_server(options)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _int_arg(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer or 'auto', not {value!r}") from None
 
 
 def _eval_parser() -> argparse.ArgumentParser:
@@ -101,9 +150,16 @@ def _make_source(args, bundle):
 def run(args) -> int:
     bundle = load_bundle(args.model)
     source = _make_source(args, bundle)
-    refine = args.refine if args.refine in (None, "auto") else int(args.refine)
-    engine = Engine(bundle, classes=args.classes, refine=refine, device=args.device, input_rate=source.rate,
-                    input_channels=source.channels, options=EngineOptions(threads=args.threads, budget_ms=args.budget_ms))
+    refine = args.refine if args.refine in (None, "auto") else _int_arg(args.refine, "--refine")
+    if args.server:
+        from stream_s5.serve.client import RemoteEngine
+
+        engine = RemoteEngine(args.server, classes=args.classes, input_rate=source.rate,
+                              input_channels=source.channels, token=args.token)
+    else:
+        engine = Engine(bundle, classes=args.classes, refine=refine, device=args.device, input_rate=source.rate,
+                        input_channels=source.channels,
+                        options=EngineOptions(threads=args.threads, budget_ms=args.budget_ms))
     from stream_s5.sinks import ClassWavSink, EventsSink, PlaybackSink, write_summary
 
     out_dir = Path(args.output) if args.output else None
@@ -117,7 +173,7 @@ def run(args) -> int:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     from stream_s5.live import LiveView, ProgressView
 
-    live = args.input == "mic" and not args.no_view and sys.stdout.isatty()
+    live = args.input == "mic" and not args.no_view and sys.stdout.isatty() and not args.server
     view = LiveView(engine, source) if live else ProgressView(source, enabled=not args.no_view and sys.stderr.isatty())
     limit = int(args.duration * source.rate) if args.duration and args.input != "mic" else None
     fed = 0
@@ -178,8 +234,10 @@ def run(args) -> int:
         "overflows": getattr(source, "overflows", 0),
         "playback_underflow_frames": player.underflow_frames if player else 0,
         "late_backfill_samples": wav_sink.late_backfill_samples if wav_sink else 0,
-        "bundle": str(bundle.path),
+        "bundle": str(bundle.path) if not args.server else engine.ready.get("bundle"),
     }
+    if args.server:
+        engine.close()
     if hasattr(source, "scene"):
         summary["demo_truth"] = [{"label": e.label, "onset": e.onset, "offset": e.offset} for e in source.scene.events]
     if out_dir:
@@ -253,6 +311,8 @@ def main(argv=None) -> int:
     try:
         if argv[:1] == ["eval"]:
             return run_eval(argv[1:])
+        if argv[:1] == ["serve"]:
+            return run_serve(argv[1:])
         args = _run_parser().parse_args(argv)
         if args.list_classes:
             bundle = load_bundle(args.model)
@@ -264,7 +324,7 @@ def main(argv=None) -> int:
             print(list_devices())
             return 0
         return run(args)
-    except (InputError, BundleError, BudgetError, ValueError) as exc:
+    except (InputError, BundleError, BudgetError, ValueError, ServerError) as exc:
         print(f"stream-s5: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

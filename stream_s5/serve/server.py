@@ -442,7 +442,8 @@ class StreamServer:
     def health(self) -> dict:
         return {"status": "draining" if self.draining else "ok", "replica": self.replica,
                 "streams": len(self.pool.active), "capacity": self.pool.capacity, "refused": self.refused,
-                "bundle": self.bundle.manifest.get("name", self.bundle.path.name), "protocol": P.VERSION}
+                "bundle": self.bundle.manifest.get("name", self.bundle.path.name), "protocol": P.VERSION,
+                "classes": list(self.bundle.classes)}
 
 
 def create_app(options: ServerOptions, server: StreamServer | None = None) -> Starlette:
