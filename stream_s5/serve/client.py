@@ -56,15 +56,19 @@ class RemoteEngine:
         self.url, self.input_rate, self.input_channels, self.fmt = url, int(input_rate), int(input_channels), fmt
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            self.ws = connect(url, additional_headers=headers, open_timeout=timeout_s, max_size=None,
-                              compression=None)
+            self._connection = connect(url, additional_headers=headers, open_timeout=timeout_s, max_size=None,
+                                       compression=None)
+            self.ws = self._connection.__enter__()
         except Exception as exc:
             raise ServerError(f"cannot connect to {url}: {exc}") from None
         classes_msg = classes if classes in (None, "auto") else [c.strip() for c in
                                                                    (classes.split(",") if isinstance(classes, str) else classes)]
-        self.ws.send(P.dumps({"type": "start", "version": P.VERSION, "rate": self.input_rate,
-                              "channels": self.input_channels, "format": fmt, "classes": classes_msg or "auto",
-                              "subscribe": subscribe, "client": client_name}))
+        try:
+            self.ws.send(P.dumps({"type": "start", "version": P.VERSION, "rate": self.input_rate,
+                                  "channels": self.input_channels, "format": fmt, "classes": classes_msg or "auto",
+                                  "subscribe": subscribe, "client": client_name}))
+        except Exception:
+            pass  # refused at once: the reason comes with the close, read below
         ready = self._recv_json(timeout_s)
         if ready.get("type") != "ready":
             raise ServerError(f"server refused the stream: {ready.get('message', ready)}")
@@ -230,7 +234,7 @@ class RemoteEngine:
 
     def close(self):
         try:
-            self.ws.close()
+            self._connection.__exit__(None, None, None)
         except Exception:
             pass
         self._receiver.join(5)

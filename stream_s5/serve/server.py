@@ -290,13 +290,14 @@ class StreamServer:
         return bool(given) and secrets.compare_digest(given, self.options.token)
 
     async def handle(self, ws: WebSocket):
+        # accepted first, so that a refusal carries its reason (a refused handshake is a bare HTTP 403)
+        await ws.accept()
         if not self._origin_allowed(ws.headers.get("origin")):
-            await ws.close(P.CLOSE["policy"], "origin not allowed")
+            await self._send_error_and_close(ws, P.CLOSE["policy"], "origin not allowed")
             return
         if not self._token_ok(ws):
-            await ws.close(P.CLOSE["policy"], "missing or wrong token")
+            await self._send_error_and_close(ws, P.CLOSE["policy"], "missing or wrong token")
             return
-        await ws.accept()
         conn = None
         sender = None
         try:
