@@ -84,6 +84,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-speed", type=float, default=2.0, help="input pace limit per stream, × real time")
     p.add_argument("--max-frame-kib", type=float, default=256, help="largest binary frame accepted")
     p.add_argument("--idle-timeout", type=float, default=30.0, help="close streams silent this long (s)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="wait this long after a stream is ready so that others can share its hop (throughput vs lag)")
     return p
 
 
@@ -95,7 +97,8 @@ def run_serve(argv) -> int:
     options = ServerOptions(host=args.host, port=args.port, max_streams=args.max_streams, model=args.model,
                             refine=refine, device=args.device, threads=args.threads, budget_ms=args.budget_ms,
                             token=args.token, allowed_origins=tuple(args.allow_origin), max_speed=args.max_speed,
-                            max_frame_bytes=int(args.max_frame_kib * 1024), idle_timeout_s=args.idle_timeout)
+                            max_frame_bytes=int(args.max_frame_kib * 1024), idle_timeout_s=args.idle_timeout,
+                            batch_wait_ms=args.batch_wait_ms)
     try:
         return run_server(options)
     except KeyboardInterrupt:

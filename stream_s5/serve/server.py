@@ -42,7 +42,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from stream_s5.bundle import load_bundle
 from stream_s5.conditioning import InputError
-from stream_s5.engine import EngineOptions, EngineOutput
+from stream_s5.engine import BudgetError, EngineOptions, EngineOutput
 from stream_s5.serve import protocol as P
 from stream_s5.streampool import PoolFull, StreamPool
 
@@ -73,6 +73,7 @@ class ServerOptions:
     timing_interval_s: float = 1.0
     send_queue: int = 512  # messages waiting for a slow client before its audio is dropped
     max_hops_per_step: int = 4
+    batch_wait_ms: float = 0.0  # after the first stream has a hop ready, wait this long for others to batch with
     replica: str | None = None  # name reported to clients (default host:pid)
     calibrate: bool = True
 
@@ -144,8 +145,16 @@ class StreamServer:
         self.bundle = load_bundle(options.model)
         self.pool = StreamPool(self.bundle, capacity=options.max_streams, refine=options.refine, device=options.device,
                                options=EngineOptions(threads=options.threads, budget_ms=options.budget_ms,
-                                                     calibrate=options.calibrate),
+                                                     calibrate=False),
                                slots_per_stream=options.classes_per_stream)
+        # The worst case (every slot of every stream busy, every SED due at once) is timed, and a pool
+        # beyond it is served with a warning, not refused: auto-class streams keep most slots free.
+        self.capacity_warning = None
+        if options.calibrate:
+            try:
+                self.pool.calibrate(refine_auto=options.refine == "auto")
+            except BudgetError as exc:
+                self.capacity_warning = f"warning: {exc}"
         self.replica = options.replica or f"{socket.gethostname()}:{os.getpid()}"
         self.connections: dict[int, Connection] = {}
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="stream_s5-serve")
@@ -177,13 +186,22 @@ class StreamServer:
 
     # ------------------------------------------------------------------ batching loop
     async def _batching_loop(self):
+        idle = True
         while True:
             if not self.pool.ready():
+                idle = True
                 self.wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 0.05)
                 self._periodic()
                 continue
+            # Streams send at their own moments: stepping at once would run one stream per pool hop and
+            # pay the per-hop overhead for each. A short wait lets the streams whose audio arrives
+            # meanwhile share the hop's ONNX calls (sherpa-onnx's batching loop does the same). Only
+            # after idling: a loop that still has audio queued is behind and must not wait.
+            if idle and self.options.batch_wait_ms > 0:
+                await asyncio.sleep(self.options.batch_wait_ms / 1000.0)
+            idle = False
             t0 = time.perf_counter()
             try:
                 outs = await self._on_worker(self.pool.step, self.options.max_hops_per_step)
@@ -497,6 +515,8 @@ def run_server(options: ServerOptions, announce=print) -> int:
             query = "?token=…" if options.token else ""
             announce(f"stream-s5 serve: {server.pool.capacity} streams, bundle "
                      f"{server.bundle.manifest.get('name', server.bundle.path.name)}, replica {server.replica}")
+            if server.capacity_warning:
+                announce(server.capacity_warning)
             announce(f"open http://{host}:{port}/{query}  (WebSocket ws://{host}:{port}/ws)", flush=True) \
                 if announce is print else announce(f"open http://{host}:{port}/{query}")
         await task

@@ -210,7 +210,7 @@ function drawSpectrogram() {
   const usable = Math.floor(bins.length * Math.min(1, 8000 / (state.ctx.sampleRate / 2)));  // up to 8 kHz
   for (let y = 0; y < c.height; y++) {
     const v = bins[Math.floor((1 - y / c.height) * (usable - 1))];
-    g.fillStyle = `rgb(${v},${Math.floor(v * 0.6)},${255 - v})`; g.fillRect(c.width - 2, y, 2, 1);
+    g.fillStyle = `rgb(${v},${Math.floor(v * 0.7)},${Math.floor(40 + v * 0.4)})`; g.fillRect(c.width - 2, y, 2, 1);
   }
   if (state.streaming) requestAnimationFrame(drawSpectrogram);
 }

@@ -1,0 +1,137 @@
+"""8. Real-time WebSocket streams through one `stream-s5 serve` process (its own process, as deployed):
+for N on a ladder, N clients (threads of this process) each stream a real recording in real time
+(20 ms frames on an absolute schedule, classes auto, all classes subscribed) for `SECONDS`; measured
+per rung: end-to-end lag (client sends a frame → receives the output that consumed it) p50/p99 over
+all streams, the server's pool-hop time p50/p99 against the 8 ms hop, outputs later than 100 ms, and
+whether every stream kept up (its backlog at the end). "Sustained" = the largest N whose lag p99 ≤
+100 ms with no stream falling behind. At N = 8 each client's events and audio are checked against a
+local `Engine` on the same input (the benchmark fails on wrong output, never on slowness).
+
+The in-process figure to compare with is benchmarks/test_multistream.py (MultiStreamEngine, lockstep,
+every slot always busy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from benchmarks.conftest import ROOT, bundle_info, machine_info, record
+from stream_s5 import Engine, EngineOptions
+
+LADDER = (8, 16, 24, 32)
+SECONDS = 12.0
+FRAME_S = 0.02
+RECORDING = ROOT / "tests" / "data" / "real_footsteps_speech.flac"
+
+
+def start_server(bundle, max_streams: int):
+    proc = subprocess.Popen([sys.executable, "-m", "stream_s5.cli", "serve", "--port", "0", "--max-streams",
+                             str(max_streams), "--model", str(bundle.path), "--max-speed", "1.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if line.startswith("open http://"):
+            port = int(line.split(":")[2].split("/")[0])
+            return proc, f"ws://127.0.0.1:{port}/ws"
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def client_input(x: np.ndarray, i: int, rate: int) -> np.ndarray:
+    """A different rotation of the recording per client, SECONDS long."""
+    n = int(SECONDS * rate)
+    shift = (i * 7919) % x.size
+    return np.resize(np.roll(x, -shift), n).astype(np.float32)
+
+
+def stream_realtime(url: str, x: np.ndarray, rate: int, result: dict):
+    from stream_s5.serve.client import RemoteEngine
+
+    frame = int(FRAME_S * rate)
+    outs = []
+    with RemoteEngine(url, input_rate=rate, input_channels=1) as eng:
+        t0 = time.monotonic()
+        for k, i in enumerate(range(0, x.size, frame)):
+            delay = t0 + k * FRAME_S - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            outs.append(eng.feed(x[i : i + frame]))
+        backlog_s = time.monotonic() - t0 - SECONDS  # > 0: the client could not even send in time
+        outs.append(eng.flush())
+        result.update(outs=outs, lags=list(eng.lags_ms), stats=eng.stats(), backlog_s=backlog_s,
+                      timing=eng.summary.get("timing", {}) if eng.summary else {})
+
+
+def run_rung(url: str, x: np.ndarray, rate: int, n: int) -> tuple[dict, list[dict]]:
+    results = [{} for _ in range(n)]
+    threads = [threading.Thread(target=stream_realtime, args=(url, client_input(x, i, rate), rate, results[i]))
+               for i in range(n)]
+    for t in threads:
+        t.start()
+        time.sleep(0.013)  # clients join at different moments (and SED phases)
+    for t in threads:
+        t.join(SECONDS * 4 + 60)
+    assert all("outs" in r for r in results), "a client failed"
+    lags = np.concatenate([np.asarray(r["lags"][25:]) for r in results])  # after the first half second
+    timing = max((r["timing"] for r in results), key=lambda t: t.get("hop_ms_p99") or 0)
+    late = sum(r["stats"]["server"]["late_outputs"] or 0 for r in results)
+    rung = {"streams": n, "lag_ms_p50": round(float(np.percentile(lags, 50)), 2),
+            "lag_ms_p99": round(float(np.percentile(lags, 99)), 2), "lag_ms_max": round(float(lags.max()), 2),
+            "server_hop_ms_p50": timing.get("hop_ms_p50"), "server_hop_ms_p99": timing.get("hop_ms_p99"),
+            "late_outputs": late, "max_client_backlog_s": round(max(r["backlog_s"] for r in results), 3)}
+    rung["sustained"] = rung["lag_ms_p99"] <= 100.0 and rung["max_client_backlog_s"] < 0.1
+    return rung, results
+
+
+def check_against_local(bundle, x: np.ndarray, rate: int, outs) -> float:
+    """Events must be equal; audio to float rounding of batched kernels (ORT's kernels round
+    differently for other batch sizes): → the largest absolute sample difference."""
+    from tests.conftest import flatten
+
+    eng = Engine(bundle, classes="auto", device="cpu", input_rate=rate, input_channels=1,
+                 options=EngineOptions(calibrate=False))
+    ref = flatten([eng.feed(x), eng.flush()])
+    got = flatten(outs)
+    assert got[2] == ref[2], "events differ from a local run"
+    assert ref[0].keys() == got[0].keys()
+    worst = 0.0
+    for label, audio in ref[0].items():
+        other = got[0][label]
+        n = max(audio.size, other.size)
+        diff = np.abs(np.pad(other, (0, n - other.size)) - np.pad(audio, (0, n - audio.size)))
+        worst = max(worst, float(diff.max()))
+    assert worst <= 1e-4, f"audio differs from a local run by {worst}"
+    return worst
+
+
+@pytest.mark.benchmark(group="server")
+def test_realtime_websocket_streams(benchmark, bundle):
+    x, rate = sf.read(RECORDING, dtype="float32")
+    proc, url = start_server(bundle, max(LADDER))
+    ladder = []
+    try:
+        for n in LADDER:
+            rung, results = run_rung(url, x, rate, n)
+            if n == 8:
+                rung["max_abs_diff_vs_local"] = max(check_against_local(bundle, client_input(x, i, rate), rate,
+                                                                        r["outs"]) for i, r in enumerate(results))
+                rung["events_equal_local"] = True
+            ladder.append(rung)
+            if not rung["sustained"] and len(ladder) >= 2 and not ladder[-2]["sustained"]:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    sustained = max([r["streams"] for r in ladder if r["sustained"]], default=0)
+    benchmark.pedantic(lambda: None, rounds=1)
+    record(benchmark, sustained_streams=sustained, seconds_per_rung=SECONDS, frame_ms=FRAME_S * 1000,
+           ladder=ladder, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
