@@ -42,7 +42,7 @@ from stream_s5.conditioning import InputError, RepairCounters, as_frames, repair
 from stream_s5.engine import (Backfill, BudgetError, EngineOptions, EngineOutput, StageTimer, _EngineCore,
                               apply_sed_result, assemble_output, parse_classes)
 from stream_s5.ring import RingBuffer
-from stream_s5.sed import ActivityTimeline
+from stream_s5.sed import stacked_timelines
 from stream_s5.separator import SeparatorBank
 from stream_s5.sessions import SeparatorModel
 from stream_s5.tracker import Event
@@ -116,12 +116,7 @@ class MultiStreamEngine(_EngineCore):
                                       np.zeros(((hi - lo) * self.channels, self.sed_window), np.float32)))
         # Per-stream activity timelines; their values live in one array so that the activity of all
         # occupied slots is one gather per hop.
-        self._activity_values = np.zeros((n, self.history_frames, len(self.classes)), np.float32)
-        self.activity: list[ActivityTimeline] = []
-        for i in range(n):
-            timeline = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
-            timeline.values = self._activity_values[i]
-            self.activity.append(timeline)
+        self._activity_values, self.activity = stacked_timelines(n, len(self.classes), self.history_frames, self.hop)
         self._latest = np.full(n, -1, np.int64)
         self.trackers = [self._tracker(self.slots) for _ in range(n)]
         if self.fixed is not None:

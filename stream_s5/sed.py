@@ -13,7 +13,7 @@ import numpy as np
 from stream_s5.sessions import SedModel
 from stream_s5.timing import StageTimer
 
-__all__ = ["SedResult", "SedScheduler", "ActivityTimeline"]
+__all__ = ["SedResult", "SedScheduler", "ActivityTimeline", "stacked_timelines"]
 
 
 @dataclass
@@ -59,6 +59,18 @@ class ActivityTimeline:
             return np.zeros(len(frames), np.float32)
         held = np.minimum(frames, self.latest)
         return self.values[held % self.history, class_index]
+
+
+def stacked_timelines(n_streams: int, n_classes: int, history: int, hop: int):
+    """One timeline per stream whose values live in one [streams, history, classes] array, so that
+    the activity of every occupied slot of every stream is one gather per hop → (values, timelines)."""
+    values = np.zeros((n_streams, history, n_classes), np.float32)
+    timelines = []
+    for i in range(n_streams):
+        timeline = ActivityTimeline(n_classes, history, hop)
+        timeline.values = values[i]
+        timelines.append(timeline)
+    return values, timelines
 
 
 class SedScheduler:

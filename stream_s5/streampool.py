@@ -33,12 +33,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from stream_s5.bundle import Bundle
-from stream_s5.conditioning import InputConditioner, InputError
+from stream_s5.conditioning import InputConditioner
 from stream_s5.dsp import stft_frames
-from stream_s5.engine import (Backfill, BudgetError, EngineOptions, EngineOutput, StageTimer, _EngineCore,
+from stream_s5.engine import (BudgetError, EngineOptions, EngineOutput, StageTimer, _EngineCore,
                               apply_sed_result, assemble_output, parse_classes)
 from stream_s5.multistream import _StreamBank
-from stream_s5.sed import ActivityTimeline
+from stream_s5.sed import stacked_timelines
 from stream_s5.tracker import ClassTracker, Event
 
 __all__ = ["StreamPool", "PoolFull", "StreamInfo"]
@@ -106,12 +106,7 @@ class StreamPool(_EngineCore):
         self.bank = _StreamBank(self.sep_model, n, self.slots, self.passes, self.n_fft, self.hop, self.channels,
                                 len(self.classes), self.history_frames)
         self.sed = self._sed_scheduler(self._sed_executor)
-        self._activity_values = np.zeros((n, self.history_frames, len(self.classes)), np.float32)
-        self.activity: list[ActivityTimeline] = []
-        for i in range(n):
-            timeline = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
-            timeline.values = self._activity_values[i]
-            self.activity.append(timeline)
+        self._activity_values, self.activity = stacked_timelines(n, len(self.classes), self.history_frames, self.hop)
         self._latest = np.full(n, -1, np.int64)
         self._frames = np.zeros(n, np.int64)  # each stream's hops run (mirror of _Stream.frames, for gathers)
         self._spec = np.zeros((n, self.channels, 2, self.n_fft // 2 + 1), np.float32)
