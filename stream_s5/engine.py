@@ -170,10 +170,10 @@ class _EngineCore:
         sed = self.bundle.sed
         return SedScheduler(self.sed_model, int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), executor)
 
-    def _tracker(self, n_slots: int) -> ClassTracker:
+    def _tracker(self, n_slots: int, fixed: tuple[str, ...] | None) -> ClassTracker:
         hop_frames = max(1, int(self.bundle.sed["hop"]) // int(self.bundle.sed["frame_hop"]))
         options = self.options.tracker or TrackerOptions.from_bundle(self.bundle.manifest)
-        return ClassTracker(self.classes, n_slots, self.rate, options, self.fixed, hop_frames=hop_frames)
+        return ClassTracker(self.classes, n_slots, self.rate, options, fixed, hop_frames=hop_frames)
 
     def _step_model(self, n_slots: int):
         """With CUDA (or options.io_binding): a fixed-shape IO-bound session for the per-hop passes
@@ -273,7 +273,7 @@ class Engine(_EngineCore):
                                   len(self.classes), self.history_frames, step_model=self._step_model(n_slots))
         self.sed = self._sed_scheduler(self._sed_executor)
         self.activity = ActivityTimeline(len(self.classes), self.history_frames, self.hop)
-        self.tracker = self._tracker(n_slots)
+        self.tracker = self._tracker(n_slots, self.fixed)
         if self.fixed is not None:
             for slot, label in enumerate(self.fixed):
                 self.bank.assign(slot, self.classes.index(label), 0, -1, np.zeros(0))

@@ -114,11 +114,9 @@ class MultiStreamEngine(_EngineCore):
             phase = (g * hops_per_sed // n_groups) * self.hop
             self.groups.append(_Group(lo, hi, phase, RingBuffer((hi - lo) * self.channels, history),
                                       np.zeros(((hi - lo) * self.channels, self.sed_window), np.float32)))
-        # Per-stream activity timelines; their values live in one array so that the activity of all
-        # occupied slots is one gather per hop.
         self._activity_values, self.activity = stacked_timelines(n, len(self.classes), self.history_frames, self.hop)
         self._latest = np.full(n, -1, np.int64)
-        self.trackers = [self._tracker(self.slots) for _ in range(n)]
+        self.trackers = [self._tracker(self.slots, self.fixed) for _ in range(n)]
         if self.fixed is not None:
             for i in range(n):
                 for slot, label in enumerate(self.fixed):

@@ -156,9 +156,7 @@ class StreamPool(_EngineCore):
             sid = free[0]
             self._generation += 1
             self._reset_slot(sid)
-            tracker = ClassTracker(self.classes, self.slots, self.rate, self._tracker_options(), fixed,
-                                   hop_frames=max(1, self.sed_hop // int(self.bundle.sed["frame_hop"])))
-            self.streams[sid] = _Stream(sid, self._generation, fixed, conditioner, tracker)
+            self.streams[sid] = _Stream(sid, self._generation, fixed, conditioner, self._tracker(self.slots, fixed))
             if fixed is not None:
                 for slot, label in enumerate(fixed):
                     self.bank.assign(sid * self.slots + slot, self.classes.index(label), 0, -1, np.zeros(0))
@@ -236,24 +234,23 @@ class StreamPool(_EngineCore):
     def is_open(self, sid: int) -> bool:
         return sid in self.streams
 
+    # ready() and active are read from other threads (the server's event loop) while step/open/close
+    # change the stream dict: under the lock.
     @property
     def active(self) -> list[int]:
-        return sorted(self.streams)
+        with self._lock:
+            return sorted(self.streams)
 
     def ready(self) -> bool:
         """Whether some stream has a whole hop queued."""
-        return any(s.queued >= self.hop for s in self.streams.values())
+        with self._lock:
+            return any(s.queued >= self.hop for s in self.streams.values())
 
     def _stream(self, sid: int) -> _Stream:
         stream = self.streams.get(sid)
         if stream is None:
             raise KeyError(f"no open stream {sid}")
         return stream
-
-    def _tracker_options(self):
-        from stream_s5.tracker import TrackerOptions
-
-        return self.options.tracker or TrackerOptions.from_bundle(self.bundle.manifest)
 
     def _reset_slot(self, sid: int):
         """A fresh stream on slot `sid`: silence before its sample 0, nothing held."""

@@ -78,7 +78,6 @@ class RemoteEngine:
         self.replica = ready["replica"]
         self.fixed = ready.get("fixed_classes")
         self.frames_done = 0
-        self.passes = None
         self._outputs: queue.Queue = queue.Queue()
         self._sent: dict[int, float] = {}
         self._seq = 0

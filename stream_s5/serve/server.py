@@ -130,8 +130,6 @@ class Connection:
     outbox: asyncio.Queue | None = None
     ended: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
-    close_code: int = P.CLOSE["normal"]
-    close_reason: str = ""
 
 
 class StreamServer:
@@ -163,7 +161,6 @@ class StreamServer:
         self.draining = False
         self.port = options.port
         self.refused = 0
-        self.step_timer: deque = deque(maxlen=4096)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self):
@@ -202,14 +199,12 @@ class StreamServer:
             if idle and self.options.batch_wait_ms > 0:
                 await asyncio.sleep(self.options.batch_wait_ms / 1000.0)
             idle = False
-            t0 = time.perf_counter()
             try:
                 outs = await self._on_worker(self.pool.step, self.options.max_hops_per_step)
             except Exception as exc:  # an engine failure must not take the other streams down silently
                 for conn in list(self.connections.values()):
                     await self._close(conn, P.CLOSE["internal"], f"engine error: {type(exc).__name__}: {exc}")
                 continue
-            self.step_timer.append(time.perf_counter() - t0)
             now = time.monotonic()
             for sid, out in outs.items():
                 conn = self.connections.get(sid)
@@ -446,7 +441,6 @@ class StreamServer:
             return  # the client went away; the receive side notices too
 
     async def _close(self, conn: Connection, code: int, reason: str):
-        conn.close_code, conn.close_reason = code, reason
         conn.outbox.put_nowait(None)
         await asyncio.sleep(0)
         with contextlib.suppress(Exception):
@@ -496,7 +490,7 @@ def _uvicorn_config(app, options: ServerOptions):
                           ws_max_size=options.max_frame_bytes + P.HEADER.size + 1024, ws_per_message_deflate=False)
 
 
-def run_server(options: ServerOptions, announce=print) -> int:
+def run_server(options: ServerOptions, announce=lambda line: print(line, flush=True)) -> int:
     """Serve until Ctrl-C; prints the page's URL once the socket is bound."""
     import uvicorn
 
@@ -517,8 +511,7 @@ def run_server(options: ServerOptions, announce=print) -> int:
                      f"{server.bundle.manifest.get('name', server.bundle.path.name)}, replica {server.replica}")
             if server.capacity_warning:
                 announce(server.capacity_warning)
-            announce(f"open http://{host}:{port}/{query}  (WebSocket ws://{host}:{port}/ws)", flush=True) \
-                if announce is print else announce(f"open http://{host}:{port}/{query}")
+            announce(f"open http://{host}:{port}/{query}  (WebSocket ws://{host}:{port}/ws)")
         await task
 
     asyncio.run(main())
