@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from stream_s5.bundle import Bundle
+from stream_s5.bundle import Bundle, BundleError
 
-__all__ = ["choose_providers", "SedModel", "SeparatorModel", "BoundSeparatorModel"]
+__all__ = ["choose_providers", "SedModel", "SeparatorModel", "BoundSeparatorModel", "graph_session"]
 
 
 def choose_providers(device: str) -> tuple[list, str]:
@@ -52,11 +52,70 @@ def _options(threads: int) -> ort.SessionOptions:
     return opts
 
 
+def _expected_io(bundle: Bundle, key: str) -> tuple[dict, dict]:
+    """What the runtime will feed and read: name → (element type, shape; None = any size)."""
+    classes, channels = len(bundle.classes), bundle.channels
+    if key == "sed":
+        sed = bundle.sed
+        return ({"audio": ("tensor(float)", [None, int(sed["window"])])},
+                {"clip_probs": ("tensor(float)", [None, classes]),
+                 "frame_probs": ("tensor(float)", [None, int(sed["frames"]), classes])})
+    sep = bundle.separator
+    n_freq = int(sep["n_fft"]) // 2 + 1
+    state = [int(d) for d in sep["inputs"]["state_in"][1:]]
+    return ({"mix": ("tensor(float)", [None, None, channels, 2, n_freq]), "prev": ("tensor(float)", [None, None, 2, n_freq]),
+             "class_onehot": ("tensor(float)", [None, classes]), "activity": ("tensor(float)", [None, None]),
+             "pass_index": ("tensor(int64)", [None]), "state_in": ("tensor(float)", [None, *state])},
+            {"est": ("tensor(float)", [None, None, 2, n_freq]), "state_out": ("tensor(float)", [None, *state])})
+
+
+def _check_io(session: ort.InferenceSession, bundle: Bundle, key: str) -> None:
+    """The graph's own inputs and outputs against what bundle.json declares, one line per mismatch
+    (a 17-class graph under an 18-class manifest fails here, not as an odd shape error mid-stream)."""
+    inputs, outputs = _expected_io(bundle, key)
+    problems = []
+    for kind, expected, nodes in (("input", inputs, session.get_inputs()), ("output", outputs, session.get_outputs())):
+        actual = {node.name: node for node in nodes}
+        for io_name, (dtype, shape) in expected.items():
+            if io_name not in actual:
+                problems.append(f"{kind} {io_name!r} is missing (graph has {sorted(actual)})")
+                continue
+            got = actual[io_name]
+            if got.type != dtype:
+                problems.append(f"{kind} {io_name!r} is {got.type}, expected {dtype}")
+            if len(got.shape) != len(shape):
+                problems.append(f"{kind} {io_name!r} has rank {len(got.shape)}, expected {len(shape)}")
+                continue
+            for axis, (have, want) in enumerate(zip(got.shape, shape)):
+                if want is not None and isinstance(have, int) and have != want:
+                    problems.append(f"{kind} {io_name!r} axis {axis} is {have}, bundle.json implies {want}")
+    if problems:
+        name = bundle.file(key)
+        raise BundleError(f"{name}: the graph does not match bundle.json:\n  " + "\n  ".join(problems))
+
+
+_state = ort.capi.onnxruntime_pybind11_state
+_ORT_LOAD_ERRORS = (_state.Fail, _state.InvalidGraph, _state.InvalidProtobuf, _state.InvalidArgument,
+                    _state.NoSuchFile, _state.NotImplemented, RuntimeError)
+
+
+def graph_session(bundle: Bundle, key: str, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+    """A session on the verified bytes of graph `key`, its inputs and outputs checked against the manifest."""
+    try:
+        session = ort.InferenceSession(bundle.graph(key), options, providers=providers)
+    except KeyError:
+        raise BundleError(f"{bundle.path}: the {key} graph was not loaded through load_bundle") from None
+    except _ORT_LOAD_ERRORS as exc:
+        raise BundleError(f"{bundle.file(key)}: ONNX Runtime cannot load the graph ({str(exc).splitlines()[0]})") from None
+    _check_io(session, bundle, key)
+    return session
+
+
 class SedModel:
     """Sliding-window SED graph: audio [B, window] → clip_probs [B, C], frame_probs [B, frames, C]."""
 
     def __init__(self, bundle: Bundle, providers: list, threads: int = 1):
-        self.session = ort.InferenceSession(str(bundle.file("sed")), _options(threads), providers=providers)
+        self.session = graph_session(bundle, "sed", _options(threads), providers)
         self.window = int(bundle.sed["window"])
 
     def __call__(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +132,7 @@ class SeparatorModel:
     INPUTS = ("mix", "prev", "class_onehot", "activity", "pass_index", "state_in")
 
     def __init__(self, bundle: Bundle, providers: list, threads: int = 1):
-        self.session = ort.InferenceSession(str(bundle.file("separator")), _options(threads), providers=providers)
+        self.session = graph_session(bundle, "separator", _options(threads), providers)
         self.state_shape = tuple(bundle.separator["inputs"]["state_in"][1:])
 
     def __call__(self, mix, prev, class_onehot, activity, pass_index, state_in) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +156,7 @@ class BoundSeparatorModel:
         if cuda_graph and device != "cuda":
             raise ValueError("CUDA graphs need the CUDA execution provider")
         provider_list = [("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"] if cuda_graph else providers
-        self.session = ort.InferenceSession(str(bundle.file("separator")), _options(threads), providers=provider_list)
+        self.session = graph_session(bundle, "separator", _options(threads), provider_list)
         self.device, self.slots = device, slots
         self.state_shape = tuple(bundle.separator["inputs"]["state_in"][1:])
         channels, n_freq = int(bundle.channels), int(bundle.separator["n_fft"]) // 2 + 1

@@ -10,3 +10,171 @@ def test_update_manifest_edits_bundle_json_and_keeps_the_bundle_valid(tmp_path):
     reloaded = load_bundle(copy)  # hashes still verify: bundle.json is not hashed
     assert reloaded.manifest["provenance"]["note"] == "edited"
     assert not list(copy.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------- refusing what cannot be vouched for
+import json  # noqa: E402
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+from stream_s5.bundle import BundleError, validate_manifest  # noqa: E402
+from stream_s5.engine import Engine, EngineOptions  # noqa: E402
+
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), copy)
+    return copy
+
+
+def _edit(folder, edit):
+    path = folder / "bundle.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _tamper(path):
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_tampered_graph_is_refused(bundle_copy):
+    _tamper(bundle_copy / "sed.onnx")
+    with pytest.raises(BundleError, match="sed.onnx: sha256 .* does not match"):
+        load_bundle(bundle_copy)
+
+
+def test_a_bundle_without_files_is_refused_even_with_a_tampered_graph(bundle_copy):
+    _tamper(bundle_copy / "sed.onnx")
+    _edit(bundle_copy, lambda m: m.pop("files"))
+    with pytest.raises(BundleError, match="'files' is a required property"):
+        load_bundle(bundle_copy)
+
+
+def test_a_graph_missing_from_files_is_refused(bundle_copy):
+    _tamper(bundle_copy / "sed.onnx")
+    _edit(bundle_copy, lambda m: m["files"].pop("sed.onnx"))
+    with pytest.raises(BundleError, match="sed.file 'sed.onnx' is not listed in files"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["../x/sed.onnx", "../../etc/passwd", "/etc/passwd", "..", "sub/sed.onnx"])
+def test_files_outside_the_bundle_folder_are_refused(bundle_copy, tmp_path, name):
+    outside = tmp_path / "x"
+    outside.mkdir()
+    shutil.copy(bundle_copy / "sed.onnx", outside / "sed.onnx")
+    _tamper(outside / "sed.onnx")
+
+    def edit(m):
+        m["sed"]["file"] = name
+        m["files"][name] = m["files"]["sed.onnx"]
+
+    _edit(bundle_copy, edit)
+    with pytest.raises(BundleError, match="does not match"):
+        load_bundle(bundle_copy)
+
+
+def test_a_symbolic_link_out_of_the_folder_is_refused(bundle_copy, tmp_path):
+    target = tmp_path / "elsewhere.onnx"
+    shutil.copy(bundle_copy / "sed.onnx", target)
+    (bundle_copy / "sed.onnx").unlink()
+    os.symlink(target, bundle_copy / "sed.onnx")
+    with pytest.raises(BundleError, match="resolves outside the bundle folder"):
+        load_bundle(bundle_copy)
+
+
+def test_every_missing_field_is_named_in_one_error(bundle_copy):
+    _edit(bundle_copy, lambda m: [m.pop(k) for k in ("classes", "sample_rate", "channels")])
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle_copy)
+    message = str(info.value)
+    assert "3 problem(s)" in message
+    for key in ("classes", "sample_rate", "channels"):
+        assert f"'{key}' is a required property" in message
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["tracker"].update(on_threshold=5), "tracker.on_threshold: 5 is greater than the maximum of 1"),
+    (lambda m: m["tracker"].update(off_threshold=0.9), "off_threshold .* must not exceed"),
+    (lambda m: m["tracker"].update(min_on_hops=0), "min_on_hops: 0 is less than the minimum of 1"),
+    (lambda m: m["tracker"].update(unknown_knob=1), "Additional properties are not allowed"),
+    (lambda m: m["sed"].update(window=16000), "sed.frames × sed.frame_hop"),
+    (lambda m: m["separator"].update(hop=100), "must be a multiple of separator.hop"),
+    (lambda m: m["separator"].update(passes=9), "exceeds separator.max_passes"),
+    (lambda m: m.update(sample_rate="16000"), "sample_rate: '16000' is not of type 'integer'"),
+    (lambda m: m.update(budget_ms=0), "budget_ms: 0 is less than or equal to the minimum of 0"),
+    (lambda m: m.update(classes=["Speech", "Speech"]), "non-unique elements"),
+    (lambda m: m.update(format="stream_s5.bundle/2"), "format: 'stream_s5.bundle/1' was expected"),
+    (lambda m: m["files"].update({"sed.onnx": "abc"}), "does not match"),
+])
+def test_out_of_range_or_inconsistent_values_are_refused(bundle_copy, edit, match):
+    _edit(bundle_copy, edit)
+    with pytest.raises(BundleError, match=match):
+        load_bundle(bundle_copy)
+
+
+def test_non_finite_numbers_in_the_manifest_are_refused(bundle_copy):
+    path = bundle_copy / "bundle.json"
+    path.write_text(path.read_text().replace('"budget_ms": 8.0', '"budget_ms": NaN'))
+    with pytest.raises(BundleError, match="not valid JSON.*NaN"):
+        load_bundle(bundle_copy)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(bundle_copy):
+    (bundle_copy / "bundle.json").write_text("[1, 2]")
+    with pytest.raises(BundleError, match="must hold a JSON object"):
+        load_bundle(bundle_copy)
+
+
+def _fast(bundle):
+    return Engine(bundle, device="cpu", options=EngineOptions(calibrate=False, sed_worker=False))
+
+
+def test_a_class_list_that_disagrees_with_the_graphs_is_refused_at_session_time(bundle_copy):
+    _edit(bundle_copy, lambda m: m.update(classes=m["classes"][:17]))
+    bundle = load_bundle(bundle_copy)  # the manifest alone is consistent
+    with pytest.raises(BundleError, match=r"sed.onnx: the graph does not match bundle.json:\n.*clip_probs' axis 1 is 18, "
+                                          r"bundle.json implies 17"):
+        _fast(bundle)
+
+
+def test_a_window_that_disagrees_with_the_graph_is_refused_at_session_time(bundle_copy):
+    _edit(bundle_copy, lambda m: m["sed"].update(window=25600, frames=40))
+    with pytest.raises(BundleError, match="input 'audio' axis 1 is 20480, bundle.json implies 25600"):
+        _fast(load_bundle(bundle_copy))
+
+
+def test_a_state_shape_that_disagrees_with_the_separator_is_refused(bundle_copy):
+    _edit(bundle_copy, lambda m: m["separator"]["inputs"].update(state_in=["B", 2, 100]))
+    with pytest.raises(BundleError, match="(?s)separator.onnx: .*state_in' axis 2 is 192, bundle.json implies 100"):
+        _fast(load_bundle(bundle_copy))
+
+
+def test_sessions_run_the_bytes_that_were_hashed_not_a_later_swap(bundle_copy):
+    bundle = load_bundle(bundle_copy)
+    (bundle_copy / "sed.onnx").write_bytes(b"not a graph any more")
+    engine = _fast(bundle)  # built from the verified bytes kept by load_bundle
+    assert engine.feed(__import__("numpy").zeros(16000, "float32")).length > 0
+
+
+def test_a_graph_onnx_runtime_cannot_parse_is_a_bundle_error(bundle_copy):
+    import hashlib
+
+    (bundle_copy / "sed.onnx").write_bytes(b"garbage")
+    _edit(bundle_copy, lambda m: m["files"].update({"sed.onnx": hashlib.sha256(b"garbage").hexdigest()}))
+    with pytest.raises(BundleError, match="ONNX Runtime cannot load the graph"):
+        _fast(load_bundle(bundle_copy))
+
+
+def test_update_manifest_refuses_an_edit_that_breaks_the_bundle(bundle_copy):
+    with pytest.raises(BundleError, match="edit refused"):
+        update_manifest(bundle_copy, lambda m: m["tracker"].update(on_threshold=float("nan")))
+    load_bundle(bundle_copy)  # unchanged on disk
+
+
+def test_the_default_manifest_is_valid():
+    assert validate_manifest(load_bundle().manifest) == []
