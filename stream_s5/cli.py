@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import signal
 import sys
 import time
@@ -21,9 +21,10 @@ import numpy as np
 
 from stream_s5.bundle import BundleError, load_bundle
 from stream_s5.conditioning import InputError
-from stream_s5.engine import BudgetError, Engine, EngineOptions, StageTimer
-from stream_s5.labels import CLASSES
+from stream_s5.engine import BudgetError, Engine, EngineFault, EngineOptions, StageTimer
+from stream_s5.labels import CLASSES, parse_class_list
 from stream_s5.serve.client import ServerError
+from stream_s5.sinks import OutputError
 
 __all__ = ["main"]
 
@@ -38,6 +39,42 @@ class _Stop:
         self.requested = True
 
 
+# ---------------------------------------------------------------- argument types (clear messages, exit 2)
+def _number(text: str, kind=float) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, not {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def _ranged(kind, low=None, high=None, low_open=False):
+    """An argparse type: a number of `kind` in [low, high] ((low, high] with low_open)."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '≥'} {low}, not {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be ≤ {high}, not {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+_SECONDS = _ranged(float, 0, 86400 * 365, low_open=True)
+_MS = _ranged(float, 0, 60000, low_open=True)
+_THREADS = _ranged(int, 1, 256)
+
+
+def _refine_arg(text: str):
+    """'auto' or a pass count (checked against the bundle's max_passes when the engine is built)."""
+    if text == "auto":
+        return text
+    return _ranged(int, 1, 64)(text)
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-s5", description="Real-time sound event detection and per-class separation.",
                                 epilog="Subcommands: 'stream-s5 eval --help' scores the bundle on held-out scenes; "
@@ -46,18 +83,22 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default="auto", help="auto, or a comma-separated list such as Speech,Doorbell")
     p.add_argument("--output", default=None, help="folder for <Class>.wav, events.jsonl, summary.json")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
-    p.add_argument("--refine", default=None, help="refinement passes K, or 'auto' to fit the budget (default: the bundle's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in --output (otherwise such a folder is refused)")
+    p.add_argument("--refine", type=_refine_arg, default=None,
+                   help="refinement passes K, or 'auto' to fit the budget (default: the bundle's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--budget-ms", type=float, default=None, help="compute budget per hop (default: the bundle's hop)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds of input")
+    p.add_argument("--budget-ms", type=_MS, default=None, help="compute budget per hop (default: the bundle's hop)")
+    p.add_argument("--duration", type=_SECONDS, default=None, help="stop after this many seconds of input")
     p.add_argument("--realtime", action="store_true", help="pace a file or demo input in real time")
     p.add_argument("--play", default=None, help="play these classes live on an output device (comma-separated)")
     p.add_argument("--input-device", default=None, help="input device index or name (see --list-devices)")
     p.add_argument("--output-device", default=None, help="playback device index or name")
-    p.add_argument("--rate", type=int, default=None, help="microphone sample rate (default: the device's)")
-    p.add_argument("--channels", type=int, default=None, help="microphone channels (default: up to 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the demo scene")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--rate", type=_ranged(int, 4000, 384000), default=None,
+                   help="microphone sample rate (default: the device's)")
+    p.add_argument("--channels", type=_ranged(int, 1, 64), default=None, help="microphone channels (default: up to 2)")
+    p.add_argument("--seed", type=_ranged(int, 0, 2**32 - 1), default=0, help="seed of the demo scene")
+    p.add_argument("--threads", type=_THREADS, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument("--list-classes", action="store_true")
     p.add_argument("--list-devices", action="store_true")
@@ -72,19 +113,20 @@ def _serve_parser() -> argparse.ArgumentParser:
                                 description="Streaming server: one WebSocket per stream, batched through shared "
                                             "sessions, and the live monitoring page (docs/server.md).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs --token)")
-    p.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
-    p.add_argument("--max-streams", type=int, default=16, help="streams served at once; more are refused")
+    p.add_argument("--port", type=_ranged(int, 0, 65535), default=8765, help="TCP port (0: any free port)")
+    p.add_argument("--max-streams", type=_ranged(int, 1, 4096), default=16, help="streams served at once; more are refused")
     p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
-    p.add_argument("--refine", default=None, help="refinement passes K, or 'auto'")
+    p.add_argument("--refine", type=_refine_arg, default=None, help="refinement passes K, or 'auto'")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--budget-ms", type=float, default=None, help="compute budget per hop")
+    p.add_argument("--threads", type=_THREADS, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--budget-ms", type=_MS, default=None, help="compute budget per hop")
     p.add_argument("--token", default=None, help="clients must present this token (?token= or Bearer header)")
     p.add_argument("--allow-origin", action="append", default=[], help="another page origin allowed to connect")
-    p.add_argument("--max-speed", type=float, default=2.0, help="input pace limit per stream, × real time")
-    p.add_argument("--max-frame-kib", type=float, default=256, help="largest binary frame accepted")
-    p.add_argument("--idle-timeout", type=float, default=30.0, help="close streams silent this long (s)")
-    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+    p.add_argument("--max-speed", type=_ranged(float, 0, 1000, low_open=True), default=2.0,
+                   help="input pace limit per stream, × real time")
+    p.add_argument("--max-frame-kib", type=_ranged(float, 1, 65536), default=256, help="largest binary frame accepted")
+    p.add_argument("--idle-timeout", type=_SECONDS, default=30.0, help="close streams silent this long (s)")
+    p.add_argument("--batch-wait-ms", type=_ranged(float, 0, 1000), default=0.0,
                    help="wait this long after a stream is ready so that others can share its hop (throughput vs lag)")
     return p
 
@@ -93,9 +135,8 @@ def run_serve(argv) -> int:
     args = _serve_parser().parse_args(argv)
     from stream_s5.serve.server import ServerOptions, run_server
 
-    refine = args.refine if args.refine in (None, "auto") else _int_arg(args.refine, "--refine")
     options = ServerOptions(host=args.host, port=args.port, max_streams=args.max_streams, model=args.model,
-                            refine=refine, device=args.device, threads=args.threads, budget_ms=args.budget_ms,
+                            refine=args.refine, device=args.device, threads=args.threads, budget_ms=args.budget_ms,
                             token=args.token, allowed_origins=tuple(args.allow_origin), max_speed=args.max_speed,
                             max_frame_bytes=int(args.max_frame_kib * 1024), idle_timeout_s=args.idle_timeout,
                             batch_wait_ms=args.batch_wait_ms)
@@ -105,29 +146,22 @@ def run_serve(argv) -> int:
         return 130
 
 
-def _int_arg(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer or 'auto', not {value!r}") from None
-
-
 def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-s5 eval", description="Score the bundle on held-out synthetic scenes through the streaming engine.")
-    p.add_argument("--scenes", type=int, default=200)
-    p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per scene")
-    p.add_argument("--refine", type=int, default=None)
+    p.add_argument("--scenes", type=_ranged(int, 1, 1000000), default=200)
+    p.add_argument("--seed", type=_ranged(int, 0, 2**31 - 1), default=1000)
+    p.add_argument("--duration", type=_ranged(float, 2.0, 3600.0), default=10.0, help="seconds per scene")
+    p.add_argument("--refine", type=_ranged(int, 1, 64), default=None)
     p.add_argument("--mode", choices=["stream", "oracle", "offline"], default="stream",
                    help="stream: detected classes; oracle: true classes given; offline: whole clip known")
     p.add_argument("--model", default=None)
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=_THREADS, default=1)
     p.add_argument("--soundbank", default=None,
                    help="build the scenes from this soundbank folder (e.g. the real-recordings bank of export.realbank) "
                         "instead of the procedural one")
     p.add_argument("--split", default=None, help="sub-folder of --soundbank to use (train | valid)")
-    p.add_argument("--p-no-target", type=float, default=None,
+    p.add_argument("--p-no-target", type=_ranged(float, 0.0, 1.0), default=None,
                    help="share of scenes without a target (default 0.1; 0.2 with --soundbank, for false-alarm rates)")
     return p
 
@@ -150,30 +184,56 @@ def _make_source(args, bundle):
     return FileSource(args.input, realtime=args.realtime)
 
 
+def _repair_notes(repairs: dict | None, source, bundle) -> list[str]:
+    """What the input conditioning did, in words for the terminal (the counts are in summary.json)."""
+    if not repairs:
+        return []
+    notes = []
+    if repairs.get("resampled"):
+        notes.append(f"resampled {source.rate} → {bundle.sample_rate} Hz")
+    if repairs.get("downmixed"):
+        notes.append(f"downmixed {source.channels} → {bundle.channels} channel(s)")
+    if repairs.get("upmixed"):
+        notes.append(f"mono copied to {bundle.channels} channels (no spatial cues)")
+    if repairs.get("nonfinite_samples"):
+        notes.append(f"{repairs['nonfinite_samples']} non-finite sample(s) set to 0")
+    if repairs.get("clipped_samples"):
+        notes.append(f"{repairs['clipped_samples']} sample(s) clipped to ±1")
+    return notes
+
+
 def run(args) -> int:
+    # Ctrl-C / SIGTERM from the first moment: setting a flag, so that no traceback is possible; the
+    # stream stops at the next block and every file is finished.
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(args, stop: _Stop) -> int:
+    from stream_s5.sinks import ClassWavSink, EventsSink, PlaybackSink, prepare_output_folder, write_summary
+
     bundle = load_bundle(args.model)
+    play = parse_class_list(args.play, bundle.classes) if args.play else None
+    out_dir = Path(args.output) if args.output else None
+    removed = prepare_output_folder(out_dir, bundle.classes, args.overwrite) if out_dir else []
+    if removed:
+        print(f"--overwrite: removed {len(removed)} file(s) of an earlier run from {out_dir}: {', '.join(removed)}")
     source = _make_source(args, bundle)
-    refine = args.refine if args.refine in (None, "auto") else _int_arg(args.refine, "--refine")
     if args.server:
         from stream_s5.serve.client import RemoteEngine
 
         engine = RemoteEngine(args.server, classes=args.classes, input_rate=source.rate,
                               input_channels=source.channels, token=args.token)
     else:
-        engine = Engine(bundle, classes=args.classes, refine=refine, device=args.device, input_rate=source.rate,
+        engine = Engine(bundle, classes=args.classes, refine=args.refine, device=args.device, input_rate=source.rate,
                         input_channels=source.channels,
                         options=EngineOptions(threads=args.threads, budget_ms=args.budget_ms))
-    from stream_s5.sinks import ClassWavSink, EventsSink, PlaybackSink, write_summary
-
-    out_dir = Path(args.output) if args.output else None
-    wav_sink = events_sink = None
-    if out_dir:
-        wav_sink = ClassWavSink(out_dir, bundle.sample_rate, source.rate, classes=list(engine.fixed or []))
-        events_sink = EventsSink(out_dir / "events.jsonl")
-    player = PlaybackSink([c.strip() for c in args.play.split(",")], bundle.sample_rate,
-                          device=_device_arg(args.output_device)) if args.play else None
-    stop = _Stop()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    wav_sink = events_sink = player = None
     from stream_s5.live import LiveView, ProgressView
 
     live = args.input == "mic" and not args.no_view and sys.stdout.isatty() and not args.server
@@ -184,8 +244,28 @@ def run(args) -> int:
     energy = 0.0  # input level for the summary (is the device delivering sound at all?)
     started = time.perf_counter()
     first_block_s = None
-    all_events = []
+    kept_events, retracted = [], []
+    open_onsets: set[str] = set()  # classes with an onset not yet finished (kept if the run stops there)
     try:
+        if out_dir:
+            wav_sink = ClassWavSink(out_dir, bundle.sample_rate, source.rate, classes=list(engine.fixed or []))
+            events_sink = EventsSink(out_dir / "events.jsonl")
+        if play:
+            player = PlaybackSink(play, bundle.sample_rate, device=_device_arg(args.output_device))
+        sinks = [sink for sink in (wav_sink, events_sink, player) if sink is not None]
+
+        def deliver(out):
+            t_io = time.perf_counter()
+            for sink in sinks:
+                sink.write(out) if sink is not events_sink else sink.write(out.events)
+            sink_timer.add(time.perf_counter() - t_io)
+            for event in out.events:
+                if event.offset is None:
+                    open_onsets.add(event.label)
+                    continue
+                open_onsets.discard(event.label)
+                (retracted if event.retracted else kept_events).append(event)
+
         with view:
             for block in source:
                 if stop.requested:
@@ -199,58 +279,57 @@ def run(args) -> int:
                 energy += float(np.square(block, dtype=np.float64).sum())
                 if first_block_s is None and engine.frames_done:
                     first_block_s = time.perf_counter() - started
-                t_io = time.perf_counter()
-                for sink in (wav_sink, events_sink, player):
-                    if sink is not None:
-                        sink.write(out) if sink is not events_sink else sink.write(out.events)
-                sink_timer.add(time.perf_counter() - t_io)
-                all_events.extend(e for e in out.events if e.offset is not None)
+                deliver(out)
                 view.update(out, fed)
             if hasattr(source, "stop"):
                 source.stop()
-            out = engine.flush()
-            all_events.extend(e for e in out.events if e.offset is not None)
-            for sink in (wav_sink, player):
-                if sink is not None:
-                    sink.write(out)
-            if events_sink:
-                events_sink.write(out.events)
+            deliver(engine.flush())
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if wav_sink:
-            wav_sink.close(fed)
+            wav_sink.close(fed, keep=None if engine.fixed else {e.label for e in kept_events} | open_onsets)
         if events_sink:
             events_sink.close()
         if player:
             player.close()
+        if args.server:
+            engine.close()
     stats = engine.stats()
     stats["timings"]["sinks"] = sink_timer.summary()
-    detected = sorted({e.label for e in all_events})
+    detected = sorted({e.label for e in kept_events})
+    mean_square = energy / max(1, fed * source.channels)
     summary = {
         "input": args.input, "input_rate": source.rate, "input_channels": source.channels,
         "input_seconds": fed / source.rate, "wall_seconds": time.perf_counter() - started,
-        "input_rms_dbfs": 10 * np.log10(energy / max(1, fed * source.channels) + 1e-20),
+        "input_rms_dbfs": 10 * math.log10(mean_square + 1e-20) if math.isfinite(mean_square) else None,
         "first_block_seconds": first_block_s, "classes": args.classes, "detected_classes": detected,
-        "outputs": wav_sink.labels if wav_sink else [], "events": len(all_events),
-        "interrupted": stop.requested, **stats,
+        "outputs": wav_sink.labels if wav_sink else [], "events": len(kept_events),
+        "retracted_onsets": len(retracted), "interrupted": stop.requested, **stats,
         "overflows": getattr(source, "overflows", 0),
         "playback_underflow_frames": player.underflow_frames if player else 0,
         "late_backfill_samples": wav_sink.late_backfill_samples if wav_sink else 0,
+        "removed_stale_outputs": removed,
         "bundle": str(bundle.path) if not args.server else engine.ready.get("bundle"),
     }
-    if args.server:
-        engine.close()
     if hasattr(source, "scene"):
         summary["demo_truth"] = [{"label": e.label, "onset": e.onset, "offset": e.offset} for e in source.scene.events]
     if out_dir:
         write_summary(out_dir / "summary.json", summary)
     t = stats["timings"]
     print(f"detected: {', '.join(detected) or 'nothing'}")
-    for e in all_events:
+    for e in kept_events:
         print(f"  {e.label:18s} {e.onset:7.2f}–{e.offset:7.2f} s  peak {e.peak:.2f}  (decided at {e.decided_at:.2f} s)")
+    if retracted:
+        labels = ", ".join(sorted({e.label for e in retracted}))
+        print(f"retracted {len(retracted)} onset(s) shorter than the minimum event length: {labels}")
+    notes = _repair_notes(stats.get("repairs"), source, bundle)
+    if notes:
+        print("input repairs: " + "; ".join(notes))
+    if summary["overflows"]:
+        print(f"input overflows: {summary['overflows']} (audio was lost: the device delivered faster than it was read)")
     print(f"{fed / source.rate:.1f} s of audio in {summary['wall_seconds']:.1f} s; block p50 {t['block'].get('p50_ms', 0):.2f} ms "
           f"p99 {t['block'].get('p99_ms', 0):.2f} ms; deadline misses {stats['deadline_misses']}; device {stats['device']}")
+    if stop.requested:
+        print(f"interrupted after {fed / source.rate:.1f} s of input: the outputs hold everything up to there")
     if out_dir:
         print(f"wrote {len(summary['outputs'])} class stream(s), events.jsonl and summary.json to {out_dir}")
     return 130 if stop.requested else 0
@@ -275,7 +354,9 @@ def run_eval(argv) -> int:
         summary = evaluate(args.model, opts, progress=lambda done, total: progress.update(task, completed=done))
     _print_eval(summary)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        from stream_s5.sinks import strict_json
+
+        Path(args.json).write_text(strict_json(summary, indent=2) + "\n")
     return 0
 
 
@@ -309,7 +390,22 @@ def _print_eval(summary: dict):
     console.print(per_class)
 
 
+def _list_devices() -> int:
+    from stream_s5.sources import list_devices
+
+    listing = list_devices()
+    if not listing.strip():
+        print("stream-s5: error: no audio devices found (PortAudio sees none: no sound card, no sound server "
+              "such as PulseAudio, or libportaudio2 without a host API); --input FILE or --input demo need none",
+              file=sys.stderr)
+        return 2
+    print(listing)
+    return 0
+
+
 def main(argv=None) -> int:
+    """Exit codes: 0 done; 2 bad input, arguments, model, output folder or device (a message, never a
+    traceback); 1 a fault while running (the outputs are finished up to it); 130 interrupted."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["eval"]:
@@ -322,17 +418,26 @@ def main(argv=None) -> int:
             print("\n".join(bundle.classes if bundle else CLASSES))
             return 0
         if args.list_devices:
-            from stream_s5.sources import list_devices
-
-            print(list_devices())
-            return 0
+            return _list_devices()
         return run(args)
+    except KeyboardInterrupt:
+        print("stream-s5: interrupted", file=sys.stderr)
+        return 130
+    except OutputError as exc:
+        print(f"stream-s5: error: {exc}", file=sys.stderr)
+        return 2
     except (InputError, BundleError, BudgetError, ValueError, ServerError) as exc:
         print(f"stream-s5: error: {exc}", file=sys.stderr)
         return 2
+    except EngineFault as exc:
+        print(f"stream-s5: error: the stream stopped: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
-        # PortAudio errors (no device, bad device) are not worth a traceback
-        if type(exc).__name__ != "PortAudioError" and not isinstance(exc, OSError):
+        # PortAudio errors (no device, bad device, device gone) are not worth a traceback
+        if type(exc).__name__ != "PortAudioError":
+            if isinstance(exc, OSError):  # disk full, folder removed mid-run, …
+                print(f"stream-s5: error: {exc}", file=sys.stderr)
+                return 1
             raise
         print(f"stream-s5: error: audio device: {exc} (see 'stream-s5 --list-devices'; --input FILE or "
               "--input demo need no device)", file=sys.stderr)

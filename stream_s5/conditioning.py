@@ -81,7 +81,7 @@ class InputConditioner:
     def __init__(self, in_rate: int, in_channels: int, out_rate: int, out_channels: int, clip_level: float = 1.0):
         if not isinstance(in_rate, (int, np.integer)) or not MIN_RATE <= in_rate <= MAX_RATE:
             raise InputError(f"unsupported input sample rate {in_rate!r}: must be an integer in {MIN_RATE}..{MAX_RATE} Hz")
-        if in_channels < 1:
+        if not isinstance(in_channels, (int, np.integer)) or isinstance(in_channels, bool) or in_channels < 1:
             raise InputError(f"input must have at least one channel, not {in_channels}")
         self.in_rate, self.in_channels = int(in_rate), int(in_channels)
         self.out_rate, self.out_channels = out_rate, out_channels

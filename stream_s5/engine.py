@@ -19,6 +19,7 @@ they were chunked: feeding sample by sample or all at once gives bit-identical o
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,11 +32,11 @@ from stream_s5.labels import parse_class_list
 from stream_s5.ring import RingBuffer
 from stream_s5.sed import ActivityTimeline, SedResult, SedScheduler
 from stream_s5.separator import SeparatorBank
-from stream_s5.sessions import BoundSeparatorModel, SedModel, SeparatorModel, choose_providers
+from stream_s5.sessions import BoundSeparatorModel, EngineFault, SedModel, SeparatorModel, choose_providers
 from stream_s5.timing import StageTimer
-from stream_s5.tracker import ClassTracker, Event, TrackerOptions
+from stream_s5.tracker import ClassTracker, Event, Silence, TrackerOptions
 
-__all__ = ["Engine", "EngineOptions", "EngineOutput", "Backfill", "BudgetError", "StageTimer"]
+__all__ = ["Engine", "EngineOptions", "EngineOutput", "Backfill", "BudgetError", "EngineFault", "StageTimer"]
 
 
 class BudgetError(RuntimeError):
@@ -52,6 +53,26 @@ class EngineOptions:
     sed_worker: bool = True  # SED inference on a worker thread between hops (same output either way)
     io_binding: bool | None = None  # fixed-shape IO-bound per-hop calls; None: on with CUDA (+ CUDA graphs)
     tracker: TrackerOptions | None = None  # None: the bundle's tuned tracker settings
+    sed_timeout_s: float | None = 2.0  # a SED call not done this long after it is needed is a missed update
+    max_sed_failures: int = 5  # SED calls failing in a row before the stream stops (EngineFault)
+
+    def __post_init__(self):
+        def bad(name, value, rule):
+            raise ValueError(f"EngineOptions.{name} must be {rule}, not {value!r}")
+
+        if not isinstance(self.threads, int) or not 1 <= self.threads <= 256:
+            bad("threads", self.threads, "an integer in 1..256")
+        if self.budget_ms is not None and not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms)
+                                               and self.budget_ms > 0):
+            bad("budget_ms", self.budget_ms, "a finite number of milliseconds > 0, or None")
+        if not (math.isfinite(self.history_s) and 0 < self.history_s <= 600):
+            bad("history_s", self.history_s, "in (0, 600] seconds")
+        if not (math.isfinite(self.clip_level) and self.clip_level > 0):
+            bad("clip_level", self.clip_level, "a finite level > 0")
+        if self.sed_timeout_s is not None and not (math.isfinite(self.sed_timeout_s) and self.sed_timeout_s > 0):
+            bad("sed_timeout_s", self.sed_timeout_s, "a finite number of seconds > 0, or None (wait forever)")
+        if not isinstance(self.max_sed_failures, int) or self.max_sed_failures < 1:
+            bad("max_sed_failures", self.max_sed_failures, "an integer ≥ 1")
 
 
 @dataclass
@@ -90,12 +111,19 @@ def apply_sed_result(result: SedResult, frame_index: int, activity: ActivityTime
         slot = first_slot + change.slot
         if change.label is None:
             bank.release(slot)
+            if change.silence is not None:
+                backfills.extend(silence_backfills([change.silence]))
             continue
         first = max(change.start_sample // bank.hop, frame_index - bank.history + 1, 0)
         frames = np.arange(first, frame_index + 1)
         class_index = tracker.classes.index(change.label)
         audio = bank.assign(slot, class_index, first, frame_index, activity.get(frames, class_index))
         backfills.append(Backfill(change.label, (first + 1) * bank.hop - bank.n_fft, audio))
+
+
+def silence_backfills(silences: list[Silence]) -> list[Backfill]:
+    """A retracted event's audio → zero backfills over it (the sinks overwrite what they placed)."""
+    return [Backfill(s.label, s.start, np.zeros(max(0, s.end - s.start), np.float32)) for s in silences]
 
 
 def assemble_output(start: int, end: int, chunks: dict[str, list[tuple[int, np.ndarray]]],
@@ -117,6 +145,11 @@ def assemble_output(start: int, end: int, chunks: dict[str, list[tuple[int, np.n
             if hi > lo:
                 buf[lo:hi] = samples[: hi - lo]
         audio[label] = buf
+    return EngineOutput(start, length, audio, clip_backfills(backfills, limit), events)
+
+
+def clip_backfills(backfills: list[Backfill], limit: int | None) -> list[Backfill]:
+    """Backfills cut to the timeline [0, limit)."""
     clipped = []
     for bf in backfills:
         samples, first = bf.audio, bf.start
@@ -125,7 +158,7 @@ def assemble_output(start: int, end: int, chunks: dict[str, list[tuple[int, np.n
         if limit is not None:
             samples = samples[: max(0, limit - first)]
         clipped.append(Backfill(bf.label, first, samples))
-    return EngineOutput(start, length, audio, clipped, events)
+    return clipped
 
 
 class _EngineCore:
@@ -168,7 +201,8 @@ class _EngineCore:
 
     def _sed_scheduler(self, executor: ThreadPoolExecutor | None) -> SedScheduler:
         sed = self.bundle.sed
-        return SedScheduler(self.sed_model, int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), executor)
+        return SedScheduler(self.sed_model, int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), executor,
+                            self.options.sed_timeout_s, self.options.max_sed_failures)
 
     def _tracker(self, n_slots: int, fixed: tuple[str, ...] | None) -> ClassTracker:
         hop_frames = max(1, int(self.bundle.sed["hop"]) // int(self.bundle.sed["frame_hop"]))
@@ -206,7 +240,8 @@ class _EngineCore:
 
     def _stats(self, **more) -> dict:
         return {"timings": {k: t.summary() for k, t in self.timers.items()}, "deadline_misses": self.deadline_misses,
-                "hops": self.frames_done, **more}
+                "hops": self.frames_done, "faults": {**self.sed.faults(), "separator_nonfinite_repairs":
+                                                     self.bank.nonfinite_repairs}, **more}
 
     def _measure(self, n_slots: int, blocks: int, sed_batch: int, sed_runs: int) -> tuple[float, float]:
         """Median ms of one separator pass over `n_slots` occupied slots, and of one SED call on
@@ -257,8 +292,9 @@ class Engine(_EngineCore):
                  device: str = "auto", input_rate: int | None = None, input_channels: int | None = None,
                  options: EngineOptions | None = None):
         self._load(bundle, classes, refine, device, options)
-        self.input_rate = input_rate or self.rate
-        self.input_channels = input_channels or self.channels
+        # None means "the bundle's"; 0 or a negative number is a mistake, not a request for the default
+        self.input_rate = self.rate if input_rate is None else input_rate
+        self.input_channels = self.channels if input_channels is None else input_channels
         # one worker thread for the SED for the engine's lifetime (resets keep it)
         self._sed_executor = ThreadPoolExecutor(1, thread_name_prefix="stream-s5-sed") if self.options.sed_worker else None
         self._start(refine)
@@ -293,8 +329,8 @@ class Engine(_EngineCore):
         Optionally switch the class selection or the input format for the next stream."""
         if classes is not None:
             self.fixed = parse_classes(classes, self.classes)
-        self.input_rate = input_rate or self.input_rate
-        self.input_channels = input_channels or self.input_channels
+        self.input_rate = self.input_rate if input_rate is None else input_rate
+        self.input_channels = self.input_channels if input_channels is None else input_channels
         self._build()
 
     # ------------------------------------------------------------------ streaming
@@ -316,8 +352,9 @@ class Engine(_EngineCore):
         have = self.ring.written + self._pending.shape[1] + tail.shape[1]
         pad = np.zeros((self.channels, self._flush_padding(total, have)), np.float32)
         out = self._process(np.concatenate([tail, pad], axis=1), limit=total)
-        closed = self.tracker.close(total)
+        closed, silences = self.tracker.close(total)
         out.events.extend(closed)
+        out.backfill.extend(clip_backfills(silence_backfills(silences), total))
         self.flushed = True
         return out
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
 
-from stream_s5.sessions import SedModel
+from stream_s5.sessions import EngineFault, SedModel
 from stream_s5.timing import StageTimer
 
 __all__ = ["SedResult", "SedScheduler", "ActivityTimeline", "stacked_timelines"]
@@ -78,17 +79,28 @@ class SedScheduler:
     the results at the start of the next hop (or at the end of the stream) and applies them there,
     which gives the same output as applying them at once. With an executor the inference runs on its
     worker thread in the meantime (ONNX Runtime releases the GIL), so the output does not depend on
-    timing."""
+    timing.
+
+    Faults (docs/reliability.md) cost SED updates, never the stream: a call that raises, or that is
+    not done `timeout_s` after it is taken (a stalled worker), is a missed update — the tracker keeps
+    its state and the separator the last known activity — counted in `failures` / `timeouts`; while a
+    stalled call still runs no new one is submitted (`skipped`). Non-finite probabilities are set to 0
+    (`nonfinite_outputs`). Only `max_failures` failed calls in a row stop the stream (EngineFault)."""
 
     def __init__(self, model: SedModel, window: int, hop: int, frame_hop: int,
-                 executor: ThreadPoolExecutor | None = None):
+                 executor: ThreadPoolExecutor | None = None, timeout_s: float | None = 2.0, max_failures: int = 5):
         self.model, self.window, self.hop, self.frame_hop = model, window, hop, frame_hop
         self.executor = executor
+        self.timeout_s, self.max_failures = timeout_s, max_failures
         self.calls = 0  # inference calls
         self.windows = 0  # windows analysed (one per stream)
         self.timer = StageTimer()  # inference
         self.wait_timer = StageTimer()  # waiting for a result when it is taken
+        self.failures = self.timeouts = self.skipped = self.nonfinite_outputs = 0
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
         self._pending: tuple[int, list[int], Future] | None = None
+        self._stalled: Future | None = None  # a timed-out call still occupying the worker
 
     def due(self, end: int, phase: int = 0) -> bool:
         """Whether a SED hop ends at ring end `end` for streams at SED phase `phase` (samples)."""
@@ -98,18 +110,30 @@ class SedScheduler:
         t0 = time.perf_counter()
         clip, frame = self.model(audio)
         self.timer.add(time.perf_counter() - t0)
+        if not (np.isfinite(clip).all() and np.isfinite(frame).all()):  # a graph that emits NaN must not reach the tracker (comparisons with NaN are all False)
+            self.nonfinite_outputs += int((~np.isfinite(clip)).sum() + (~np.isfinite(frame)).sum())
+            clip = np.nan_to_num(clip, nan=0.0, posinf=1.0, neginf=0.0)
+            frame = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0)
         return [SedResult(end, end - self.window, clip[i], frame[i], self.frame_hop) for i in range(len(audio))]
 
     def submit(self, audio: np.ndarray, end: int, frame_index: int, streams=(0,)) -> None:
         """audio [len(streams), window]: the windows ending at `end`, copied out of the ring (it moves
         on before the inference ends), submitted at hop `frame_index`."""
+        if self._stalled is not None:
+            if not self._stalled.done():
+                self.skipped += 1
+                return
+            self._stalled = None  # it came back: its result is stale and dropped
         self.calls += 1
         self.windows += audio.shape[0]
         if self.executor is not None:
             future = self.executor.submit(self._infer, audio, end)
         else:
             future = Future()
-            future.set_result(self._infer(audio, end))
+            try:
+                future.set_result(self._infer(audio, end))
+            except Exception as exc:  # noqa: BLE001 — any graph failure is one missed update
+                future.set_exception(exc)
         self._pending = (frame_index, list(streams), future)
 
     @property
@@ -117,10 +141,30 @@ class SedScheduler:
         return self._pending is not None
 
     def take(self) -> tuple[int, list[tuple[int, SedResult]]]:
-        """The pending submission: (its hop, [(stream, result)]), waiting for it if needed."""
+        """The pending submission: (its hop, [(stream, result)]), waiting for it if needed; no
+        results when the call failed or timed out."""
         frame_index, streams, future = self._pending
         self._pending = None
         t0 = time.perf_counter()
-        results = future.result()
-        self.wait_timer.add(time.perf_counter() - t0)
+        try:
+            results = future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            self.timeouts += 1
+            self._stalled = future
+            return frame_index, []
+        except Exception as exc:  # noqa: BLE001
+            self.failures += 1
+            self.consecutive_failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if self.consecutive_failures >= self.max_failures:
+                raise EngineFault(f"the SED failed {self.consecutive_failures} times in a row "
+                                  f"(last: {self.last_error})") from None
+            return frame_index, []
+        finally:
+            self.wait_timer.add(time.perf_counter() - t0)
+        self.consecutive_failures = 0
         return frame_index, list(zip(streams, results))
+
+    def faults(self) -> dict:
+        return {"sed_failures": self.failures, "sed_timeouts": self.timeouts, "sed_skipped": self.skipped,
+                "sed_nonfinite_outputs": self.nonfinite_outputs, "sed_last_error": self.last_error}

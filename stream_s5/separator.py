@@ -35,6 +35,7 @@ class SeparatorBank:
         self.onehot = np.zeros((n_slots, n_classes), dtype=np.float32)
         self._pass_index = [np.full(n_slots, k, dtype=np.int64) for k in range(passes)]
         self.calls = 0
+        self.nonfinite_repairs = 0
 
     def reset(self):
         self.spectra[:] = 0.0
@@ -58,10 +59,23 @@ class SeparatorBank:
         prev = np.zeros((len(slots), mix.shape[1], 2, self.n_freq), dtype=np.float32)
         onehot = self.onehot[slots]
         for k in range(self.passes):
-            prev, self.states[k, slots] = model(mix, prev, onehot, activity, self._pass_index[k][: len(slots)],
-                                                self.states[k, slots])
+            state_in = self.states[k, slots]
+            est, state_out = model(mix, prev, onehot, activity, self._pass_index[k][: len(slots)], state_in)
             self.calls += 1
+            est, state_out = self._repair(prev, est, state_in, state_out)
+            prev, self.states[k, slots] = est, state_out
         return prev
+
+    def _repair(self, prev, est, state_in, state_out):
+        """A slot whose pass came out non-finite keeps the pass's input (its previous estimate and its
+        state): one hop of that slot is less refined instead of NaN audio and a poisoned GRU state.
+        Counted in `nonfinite_repairs` (slot-passes)."""
+        bad = ~(np.isfinite(est).reshape(len(est), -1).all(1) & np.isfinite(state_out).reshape(len(est), -1).all(1))
+        if bad.any():
+            self.nonfinite_repairs += int(bad.sum())
+            est, state_out = est.copy(), state_out.copy()
+            est[bad], state_out[bad] = prev[bad], state_in[bad]
+        return est, state_out
 
     def step(self, spec: np.ndarray, activity: np.ndarray, slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One hop for every occupied slot (or for `slots`, occupied ones of streams that have a hop).

@@ -11,7 +11,12 @@ import onnxruntime as ort
 
 from stream_s5.bundle import Bundle, BundleError
 
-__all__ = ["choose_providers", "SedModel", "SeparatorModel", "BoundSeparatorModel", "graph_session"]
+__all__ = ["choose_providers", "SedModel", "SeparatorModel", "BoundSeparatorModel", "graph_session", "EngineFault"]
+
+
+class EngineFault(RuntimeError):
+    """A fault the stream cannot ride out (the SED failing call after call, the input device gone):
+    the stream stops; what was produced up to it is complete and valid (docs/reliability.md)."""
 
 
 def choose_providers(device: str) -> tuple[list, str]:

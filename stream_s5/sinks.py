@@ -3,14 +3,19 @@
 - `ClassWavSink`: one `<Class>.wav` per class, sample-aligned with the input (same rate, same
   length). Samples are kept in memory for `horizon` seconds before they are written, so that onset
   backfill (a class detected late) can still fill in its true start.
-- `EventsSink`: `events.jsonl`, one line per onset and per finished event, flushed as they happen.
-- `write_summary`: `summary.json`.
+- `EventsSink`: `events.jsonl`, one line per onset, per finished event and per retraction (an onset
+  whose event was shorter than the minimum), flushed as they happen.
+- `write_summary`: `summary.json`, strict JSON (non-finite figures become null).
+- `prepare_output_folder`: checks `--output` before anything runs; a folder holding an earlier
+  run's results is refused unless `overwrite`, which removes those stale files first.
 - `PlaybackSink`: plays chosen classes live on an output device (sounddevice).
 All of them leave valid files behind when closed from a Ctrl-C/SIGTERM handler."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,65 @@ import soxr
 from stream_s5.engine import EngineOutput
 from stream_s5.ring import SpscRing
 
-__all__ = ["ClassWavSink", "EventsSink", "MemorySink", "PlaybackSink", "write_summary"]
+__all__ = ["ClassWavSink", "EventsSink", "MemorySink", "PlaybackSink", "write_summary", "strict_json",
+           "prepare_output_folder", "OutputError"]
+
+
+class OutputError(ValueError):
+    """The output folder cannot be used (not a folder, not writable, holds an earlier run)."""
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/Infinity: a figure that could not be measured is null
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def strict_json(value, indent: int | None = None) -> str:
+    """`value` as strict JSON (RFC 8259): numpy types converted, non-finite floats as null."""
+    return json.dumps(_jsonable(value), indent=indent, allow_nan=False)
+
+
+def _earlier_results(folder: Path, classes) -> list[Path]:
+    names = {"summary.json", "events.jsonl", "summary.json.tmp"} | {f"{label}.wav" for label in classes}
+    return sorted(p for p in folder.iterdir() if p.name in names)
+
+
+def prepare_output_folder(folder: str | Path, classes, overwrite: bool = False) -> list[str]:
+    """Make sure `folder` can take this run's results → names of stale files removed (overwrite).
+
+    A folder with an earlier run's summary.json, events.jsonl or <Class>.wav would otherwise mix old
+    class files with the new summary; it is refused unless `overwrite`. Other files are never touched."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--output {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--output {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"--output {folder}: the folder is not writable")
+    stale = _earlier_results(folder, classes)
+    if stale and not overwrite:
+        names = ", ".join(p.name for p in stale[:5]) + (", …" if len(stale) > 5 else "")
+        raise OutputError(f"--output {folder}: holds results of an earlier run ({names}); "
+                          "pass --overwrite to replace them, or choose another folder")
+    for path in stale:
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise OutputError(f"--output {folder}: cannot remove the stale {path.name} ({exc.strerror or exc})") from None
+    return [p.name for p in stale]
 
 
 class _ClassWriter:
@@ -59,6 +122,7 @@ class ClassWavSink:
         self.pending: dict[str, np.ndarray] = {}  # label → samples [committed, end)
         self.writers: dict[str, _ClassWriter] = {}
         self.late_backfill_samples = 0
+        self.removed: list[str] = []  # classes whose every event was retracted
         self.closed = False
         for label in classes or []:
             self._open(label)
@@ -104,13 +168,19 @@ class ClassWavSink:
             self.pending[label] = self.pending[label][n:]
         self.committed += n
 
-    def close(self, input_length: int):
-        """input_length: samples of the input at its own rate; every file gets exactly that many."""
+    def close(self, input_length: int, keep: set[str] | None = None):
+        """input_length: samples of the input at its own rate; every file gets exactly that many.
+        keep: in auto mode, the classes with a kept (or still open) event; the file of any other class
+        held only retracted audio (zeros) and is removed, so that the files agree with the events."""
         if self.closed:
             return
         self._commit(self.end, last=True)
         for writer in self.writers.values():
             writer.close(input_length)
+        for label in [label for label in self.writers if keep is not None and label not in keep]:
+            (self.folder / f"{label}.wav").unlink(missing_ok=True)
+            del self.writers[label]
+            self.removed.append(label)
         self.closed = True
 
     @property
@@ -125,8 +195,8 @@ class EventsSink:
 
     def write(self, events):
         for event in events:
-            kind = "onset" if event.offset is None else "event"
-            self.file.write(json.dumps({"type": kind, **event.to_dict()}) + "\n")
+            kind = "retract" if event.retracted else "onset" if event.offset is None else "event"
+            self.file.write(strict_json({"type": kind, **event.to_dict()}) + "\n")
             self.count += 1
         if events:
             self.file.flush()
@@ -139,7 +209,7 @@ class EventsSink:
 
 def write_summary(path: str | Path, summary: dict):
     tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    tmp.write_text(strict_json(summary, indent=2) + "\n")
     tmp.replace(path)
 
 

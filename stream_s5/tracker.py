@@ -7,7 +7,14 @@ after `min_off_hops` consecutive scores < `off_threshold`; a score ≥ `fast_on_
 once (a confident detection need not wait the hysteresis out: lower onset delay). Its onset is found by walking back through
 the window's frame probabilities while they stay ≥ `off_threshold` (so a class detected late still
 gets its true onset), its offset is the end of its last frame ≥ `off_threshold`. Events shorter than
-`min_event_s` are dropped. A slot stays with its class for `hold_s` after the offset (tails).
+`min_event_s` are retracted. A slot stays with its class for `hold_s` after the offset (tails).
+
+Events are published as soon as they are known: an onset (offset None) when a class turns on, the
+finished event at its offset. An onset whose event ends shorter than `min_event_s` is **retracted
+explicitly**: the finished event comes with `retracted=True`, its slot is released at once (no tail),
+and — in auto mode — the audio its slot produced is silenced (`Silence`, which the engine turns into a
+zero backfill), so that events, class audio, summary and terminal agree. With a fixed class list the
+slots separate their classes all the time, so only the event is retracted.
 
 With a fixed class list the slots belong to those classes for the whole stream; the tracker still
 follows every class for events."""
@@ -20,7 +27,7 @@ import numpy as np
 
 from stream_s5.sed import SedResult
 
-__all__ = ["TrackerOptions", "Event", "SlotChange", "ClassTracker"]
+__all__ = ["TrackerOptions", "Event", "SlotChange", "Silence", "ClassTracker"]
 
 
 @dataclass
@@ -49,9 +56,18 @@ class Event:
     offset: float | None  # None while the event is open
     peak: float
     decided_at: float  # when the engine knew of the onset (seconds on the input timeline)
+    retracted: bool = False  # a published onset whose event turned out shorter than min_event_s
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Silence:
+    """Audio of a retracted event, to be replaced by zeros: samples [start, end) of `label`."""
+    label: str
+    start: int
+    end: int
 
 
 @dataclass
@@ -59,6 +75,7 @@ class SlotChange:
     slot: int
     label: str | None  # None: slot released
     start_sample: int  # the onset (or pre-roll) from which the slot separates: backfill start
+    silence: Silence | None = None  # a release after a retraction: what the slot produced goes
 
 
 @dataclass
@@ -72,6 +89,8 @@ class _ClassState:
     decided_at: int = 0
     release_at: int | None = None  # after an offset: when the slot may go
     last_offset: int = 0
+    last_kept_offset: int = 0
+    retract_from: int | None = None  # a retracted event's audio starts here (silenced when its slot goes)
     event: Event | None = None
 
 
@@ -97,7 +116,7 @@ class ClassTracker:
         self.slots: list[str | None] = list(self.fixed) if self.fixed is not None else [None] * n
         self.events: list[Event] = []
         self.slot_overflows = 0
-        self.dropped_short = 0
+        self.retracted = 0
 
     def _seconds(self, samples: int) -> float:
         return samples / self.sample_rate
@@ -125,6 +144,7 @@ class ClassTracker:
                     # never before the previous event of this class ended
                     st.onset = max(result.frame_start(j), st.last_offset)
                     st.active, st.below, st.peak, st.decided_at, st.release_at = True, 0, score, result.end, None
+                    st.retract_from = None  # an earlier retraction whose class never held a slot
                     st.event = Event(label, self._seconds(st.onset), None, round(score, 4), self._seconds(result.end))
                     changed.append(replace(st.event))  # a snapshot: the open event is completed later
             else:
@@ -138,25 +158,38 @@ class ClassTracker:
                     event = st.event
                     event.offset, event.peak = self._seconds(offset), round(st.peak, 4)
                     if event.offset - event.onset < opt.min_event_s:
-                        self.dropped_short += 1
+                        self._retract(st, event, result.end)
                     else:
                         self.events.append(event)
-                        changed.append(event)
+                        st.last_kept_offset = offset
+                    changed.append(event)
                     st.event = None
         return changed, self._assign(result.end)
 
-    def close(self, end: int) -> list[Event]:
-        """End of stream: close open events at `end`."""
-        closed = []
-        for st in self.state.values():
+    def _retract(self, st: _ClassState, event: Event, now: int):
+        self.retracted += 1
+        event.retracted = True
+        st.release_at = now  # no tail for an event that did not happen
+        preroll = int(self.options.backfill_s * self.sample_rate)
+        st.retract_from = max(st.onset - preroll, st.last_kept_offset, 0)
+
+    def close(self, end: int) -> tuple[list[Event], list[Silence]]:
+        """End of stream: close open events at `end` → (closed or retracted events, audio to silence)."""
+        closed, silences = [], []
+        for label, st in self.state.items():
             if st.active and st.event is not None:
                 st.event.offset = self._seconds(max(min(st.last_high_end, end), st.onset))
                 st.event.peak = round(st.peak, 4)
                 st.active = False
                 if st.event.offset - st.event.onset >= self.options.min_event_s:
                     self.events.append(st.event)
-                    closed.append(st.event)
-        return closed
+                else:
+                    self._retract(st, st.event, end)
+                    if self.fixed is None and label in self.slots:
+                        silences.append(Silence(label, st.retract_from, end))
+                closed.append(st.event)
+                st.event = None
+        return closed, silences
 
     def _assign(self, now: int) -> list[SlotChange]:
         if self.fixed is not None:
@@ -169,7 +202,9 @@ class ClassTracker:
             st = self.state[label]
             if not st.active and st.release_at is not None and now >= st.release_at:
                 self.slots[i] = None
-                changes.append(SlotChange(i, None, now))
+                silence = Silence(label, st.retract_from, now) if st.retract_from is not None else None
+                changes.append(SlotChange(i, None, now, silence))
+                st.retract_from = None
         waiting = [c for c in self.classes if self.state[c].active and c not in self.slots]
         waiting.sort(key=lambda c: -self.state[c].peak)
         for label in waiting:
@@ -181,7 +216,11 @@ class ClassTracker:
                     self.slot_overflows += 1
                     continue
                 free = holding[:1]
-                changes.append(SlotChange(free[0], None, now))
+                taken = self.state[self.slots[free[0]]]
+                silence = (Silence(self.slots[free[0]], taken.retract_from, now)
+                           if taken.retract_from is not None else None)
+                taken.retract_from = None
+                changes.append(SlotChange(free[0], None, now, silence))
             self.slots[free[0]] = label
             changes.append(SlotChange(free[0], label, max(0, self.state[label].onset - preroll)))
         return changes

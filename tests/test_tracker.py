@@ -26,8 +26,8 @@ def step_probs(on_ms, off_ms, cls=0, high=0.9, low=0.05):
     return f
 
 
-def make(n_slots=2, **kw):
-    return ClassTracker(CLASSES, n_slots, RATE, TrackerOptions(**kw), hop_frames=SED_HOP // FRAME_HOP)
+def make(n_slots=2, fixed=None, **kw):
+    return ClassTracker(CLASSES, n_slots, RATE, TrackerOptions(**kw), fixed, hop_frames=SED_HOP // FRAME_HOP)
 
 
 def test_onset_found_by_walking_back_and_offset_after_min_off():
@@ -61,12 +61,39 @@ def test_hysteresis_ignores_dips_shorter_than_min_off():
     assert len(events) == 1 and events[0].label == "B"
 
 
-def test_short_blips_are_dropped():
-    tr = make(min_event_s=0.2, min_off_hops=1)
-    events = []
+def test_short_blips_are_retracted_explicitly_and_their_slot_audio_silenced():
+    tr = make(min_event_s=0.2, min_off_hops=1, backfill_s=0.1, hold_s=0.5)
+    published, releases = [], []
     for r in results(step_probs(1000, 1080), 3.0):
-        events += [e for e in tr.update(r)[0] if e.offset is not None]
-    assert events == [] and tr.dropped_short == 1
+        events, changes = tr.update(r)
+        published += events
+        releases += [c for c in changes if c.label is None]
+    onset, finished = published
+    assert onset.offset is None and not onset.retracted  # published at once (low latency)
+    assert finished.retracted and finished.label == onset.label and finished.offset - finished.onset < 0.2
+    assert tr.events == [] and tr.retracted == 1  # never among the kept events
+    (release,) = releases  # released at the retraction, not after hold_s
+    assert release.silence is not None and release.silence.label == onset.label
+    assert release.silence.start == round((onset.onset - 0.1) * RATE) and release.silence.end == release.start_sample
+
+
+def test_a_short_event_open_at_the_end_is_retracted_by_close():
+    tr = make(min_event_s=0.5)
+    for r in results(step_probs(2800, 6000), 3.0):
+        tr.update(r)
+    closed, silences = tr.close(3 * RATE)
+    assert [e.retracted for e in closed] == [True] and tr.events == []
+    assert [s.label for s in silences] == [closed[0].label] and silences[0].end == 3 * RATE
+
+
+def test_fixed_classes_retract_the_event_but_keep_their_audio():
+    tr = make(min_event_s=0.2, min_off_hops=1, fixed=("A",))
+    published, changes = [], []
+    for r in results(step_probs(1000, 1080), 3.0):
+        events, change = tr.update(r)
+        published += events
+        changes += change
+    assert [e.retracted for e in published] == [False, True] and changes == []
 
 
 def test_more_classes_than_slots_counts_overflow_and_fixed_mode_keeps_slots():
