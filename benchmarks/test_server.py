@@ -31,7 +31,7 @@ RECORDING = ROOT / "tests" / "data" / "real_footsteps_speech.flac"
 
 
 def start_server(bundle, max_streams: int):
-    proc = subprocess.Popen([sys.executable, "-m", "stream_s5.cli", "serve", "--port", "0", "--max-streams",
+    proc = subprocess.Popen([sys.executable, "-m", "stream_s5", "serve", "--port", "0", "--max-streams",
                              str(max_streams), "--model", str(bundle.path), "--max-speed", "1.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     deadline = time.monotonic() + 120

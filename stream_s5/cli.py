@@ -245,6 +245,7 @@ def _run(args, stop: _Stop) -> int:
     started = time.perf_counter()
     first_block_s = None
     kept_events, retracted = [], []
+    fault = None
     open_onsets: set[str] = set()  # classes with an onset not yet finished (kept if the run stops there)
     try:
         if out_dir:
@@ -267,23 +268,26 @@ def _run(args, stop: _Stop) -> int:
                 (retracted if event.retracted else kept_events).append(event)
 
         with view:
-            for block in source:
-                if stop.requested:
-                    break
-                if limit is not None:
-                    block = block[: max(0, limit - fed)]
-                    if block.shape[0] == 0:
+            try:
+                for block in source:
+                    if stop.requested:
                         break
-                out = engine.feed(block)
-                fed += block.shape[0]
-                energy += float(np.square(block, dtype=np.float64).sum())
-                if first_block_s is None and engine.frames_done:
-                    first_block_s = time.perf_counter() - started
-                deliver(out)
-                view.update(out, fed)
-            if hasattr(source, "stop"):
-                source.stop()
-            deliver(engine.flush())
+                    if limit is not None:
+                        block = block[: max(0, limit - fed)]
+                        if block.shape[0] == 0:
+                            break
+                    out = engine.feed(block)
+                    fed += block.shape[0]
+                    energy += float(np.square(block, dtype=np.float64).sum())
+                    if first_block_s is None and engine.frames_done:
+                        first_block_s = time.perf_counter() - started
+                    deliver(out)
+                    view.update(out, fed)
+                if hasattr(source, "stop"):
+                    source.stop()
+                deliver(engine.flush())
+            except EngineFault as exc:  # documented faults: the files are finished up to here
+                fault = str(exc)
     finally:
         if wav_sink:
             wav_sink.close(fed, keep=None if engine.fixed else {e.label for e in kept_events} | open_onsets)
@@ -307,7 +311,7 @@ def _run(args, stop: _Stop) -> int:
         "overflows": getattr(source, "overflows", 0),
         "playback_underflow_frames": player.underflow_frames if player else 0,
         "late_backfill_samples": wav_sink.late_backfill_samples if wav_sink else 0,
-        "removed_stale_outputs": removed,
+        "removed_stale_outputs": removed, "fault": fault,
         "bundle": str(bundle.path) if not args.server else engine.ready.get("bundle"),
     }
     if hasattr(source, "scene"):
@@ -328,11 +332,13 @@ def _run(args, stop: _Stop) -> int:
         print(f"input overflows: {summary['overflows']} (audio was lost: the device delivered faster than it was read)")
     print(f"{fed / source.rate:.1f} s of audio in {summary['wall_seconds']:.1f} s; block p50 {t['block'].get('p50_ms', 0):.2f} ms "
           f"p99 {t['block'].get('p99_ms', 0):.2f} ms; deadline misses {stats['deadline_misses']}; device {stats['device']}")
+    if fault:
+        print(f"stream-s5: error: the stream stopped after {fed / source.rate:.1f} s: {fault}", file=sys.stderr)
     if stop.requested:
         print(f"interrupted after {fed / source.rate:.1f} s of input: the outputs hold everything up to there")
     if out_dir:
         print(f"wrote {len(summary['outputs'])} class stream(s), events.jsonl and summary.json to {out_dir}")
-    return 130 if stop.requested else 0
+    return 1 if fault else 130 if stop.requested else 0
 
 
 def run_eval(argv) -> int:

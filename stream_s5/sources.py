@@ -16,8 +16,13 @@ import soundfile as sf
 
 from stream_s5.conditioning import InputError
 from stream_s5.ring import SpscRing
+from stream_s5.sessions import EngineFault
 
-__all__ = ["FileSource", "DemoSource", "MicSource", "list_devices"]
+
+class SourceLost(EngineFault):
+    """The input device stopped delivering audio (unplugged, its sound server gone)."""
+
+__all__ = ["FileSource", "DemoSource", "MicSource", "SourceLost", "list_devices"]
 
 
 class FileSource:
@@ -99,10 +104,12 @@ def list_devices() -> str:
 
 class MicSource:
     """Live input. Iterating yields whatever arrived (possibly empty blocks while waiting) until
-    `stop()` or `duration` seconds of audio."""
+    `stop()` or `duration` seconds of audio. A device that delivers nothing for `stall_s` while its
+    stream should be running, or whose stream stops by itself, raises `SourceLost` (the caller
+    finishes its files up to there)."""
 
     def __init__(self, device=None, rate: int | None = None, channels: int | None = None, block_s: float = 0.02,
-                 ring_s: float = 4.0, duration: float | None = None):
+                 ring_s: float = 4.0, duration: float | None = None, stall_s: float = 2.0):
         import sounddevice as sd  # imported only where a device is used
 
         info = sd.query_devices(device, "input")
@@ -112,6 +119,7 @@ class MicSource:
         self.status_events = 0  # PortAudio's own over/underflow flags
         self.duration = duration
         self.block = max(1, int(block_s * self.rate))
+        self.stall_s = stall_s
         self._running = True
         self.stream = sd.InputStream(samplerate=self.rate, channels=self.channels, dtype="float32", device=device,
                                      blocksize=self.block, callback=self._callback)
@@ -133,11 +141,18 @@ class MicSource:
         self.stream.start()
         taken = 0
         limit = None if self.duration is None else int(self.duration * self.rate)
+        last_data = time.monotonic()
         try:
             while self._running and (limit is None or taken < limit):
                 if self.ring.available() < self.block:
+                    silent_for = time.monotonic() - last_data
+                    if silent_for > self.stall_s or not self.stream.active:
+                        why = "its stream stopped" if not self.stream.active else f"nothing for {silent_for:.1f} s"
+                        raise SourceLost(f"the input device {self.device_name!r} stopped delivering audio ({why}) "
+                                         f"after {taken / self.rate:.1f} s")
                     time.sleep(self.block / self.rate / 4)
                     continue
+                last_data = time.monotonic()
                 n = self.ring.available() if limit is None else min(self.ring.available(), limit - taken)
                 block = self.ring.pop(n)
                 taken += block.shape[0]

@@ -19,7 +19,7 @@ from stream_s5.metrics import snr
 from stream_s5.synth.scenes import SceneConfig, generate_scene
 from stream_s5.synth.soundbank import Soundbank
 
-CLI = [sys.executable, "-m", "stream_s5.cli"]
+CLI = [sys.executable, "-m", "stream_s5"]  # the installed command's entry
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,163 @@ def test_playback_of_a_class_on_a_real_device(null_sink, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input_seconds"] == pytest.approx(3.0, abs=0.01)
     assert summary["playback_underflow_frames"] >= 0
+
+
+# ---------------------------------------------------------------- hardening: every misuse is a clear exit 2
+def call(args, capsys):
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget-ms", "0"], "argument --budget-ms: must be > 0"),
+    (["--budget-ms", "nan"], "argument --budget-ms: must be a finite number"),
+    (["--budget-ms", "inf"], "argument --budget-ms: must be a finite number"),
+    (["--duration", "0"], "argument --duration: must be > 0"),
+    (["--threads", "0"], "argument --threads: must be ≥ 1"),
+    (["--threads", "-2"], "argument --threads: must be ≥ 1"),
+    (["--refine", "abc"], "argument --refine: must be an integer, not 'abc'"),
+    (["--refine", "9"], "refinement passes must be 1..3"),
+    (["--rate", "0"], "argument --rate: must be ≥ 4000"),
+    (["--play", "Bogus"], "unknown class 'Bogus'"),
+    (["--classes", "Speech,Bogus"], "unknown class 'Bogus'"),
+    (["eval", "--scenes", "0"], "argument --scenes: must be ≥ 1"),
+    (["eval", "--scenes", "-1"], "argument --scenes: must be ≥ 1"),
+    (["eval", "--refine", "x"], "argument --refine: must be an integer"),
+    (["serve", "--max-streams", "0"], "argument --max-streams: must be ≥ 1"),
+    (["serve", "--port", "70000"], "argument --port: must be ≤ 65535"),
+])
+def test_bad_arguments_are_refused_with_a_clear_message(args, message, tmp_path, capsys):
+    full = args if args[0] in ("eval", "serve") else ["--input", "demo", "--duration", "1", "--no-view", *args]
+    code, _, err = call(full, capsys)
+    assert code == 2 and message in err, err
+
+
+def test_engine_api_refuses_nonsense_values():
+    from stream_s5 import Engine, EngineOptions
+    from stream_s5.conditioning import InputError
+
+    with pytest.raises(InputError, match="unsupported input sample rate 0"):
+        Engine(input_rate=0, options=EngineOptions(calibrate=False))
+    with pytest.raises(InputError, match="at least one channel"):
+        Engine(input_channels=0, options=EngineOptions(calibrate=False))
+    for bad in ({"threads": 0}, {"budget_ms": float("nan")}, {"budget_ms": 0}, {"sed_timeout_s": -1}, {"clip_level": 0}):
+        with pytest.raises(ValueError, match=f"EngineOptions.{next(iter(bad))} must be"):
+            EngineOptions(**bad)
+
+
+def test_output_folder_problems_are_reported_as_such(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, _, err = call(["--input", "demo", "--duration", "1", "--no-view", "--output", str(a_file)], capsys)
+    assert code == 2 and "exists and is not a folder" in err and "audio device" not in err
+    code, _, err = call(["--input", "demo", "--duration", "1", "--no-view", "--output", "/proc/stream-s5-x"], capsys)
+    assert code == 2 and "cannot create the folder" in err and "audio device" not in err
+
+
+def test_a_reused_output_folder_is_refused_then_overwritten_without_stale_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--input", "demo", "--seed", "3", "--duration", "4", "--no-view", "--output", str(out)]
+    assert call(base, capsys)[0] == 0
+    (out / "Blender.wav").write_bytes((out / "events.jsonl").read_bytes())  # a stale class file of "another run"
+    (out / "notes.txt").write_text("mine")
+    code, _, err = call(base, capsys)
+    assert code == 2 and "holds results of an earlier run" in err and "--overwrite" in err
+    code, stdout, _ = call(base + ["--overwrite"], capsys)
+    assert code == 0 and "removed" in stdout and "Blender.wav" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(p.stem for p in out.glob("*.wav")) == summary["outputs"]
+    assert (out / "notes.txt").read_text() == "mine"  # not ours: never touched
+
+
+def test_summary_is_strict_json_after_nan_and_huge_input(tmp_path, capsys):
+    x = np.zeros(32000)
+    x[1000:1100] = np.nan
+    x[5000] = 1e300
+    x[6000] = -np.inf
+    x[7000] = 3.0
+    path = tmp_path / "bad.wav"
+    sf.write(path, x, 16000, subtype="DOUBLE")
+    code, stdout, _ = call(["--input", str(path), "--no-view", "--output", str(tmp_path / "o")], capsys)
+    assert code == 0
+    text = (tmp_path / "o" / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in summary.json"))
+    # 1e300 overflows float32 on reading: non-finite like the NaNs and -inf
+    assert summary["repairs"]["nonfinite_samples"] == 102 and summary["repairs"]["clipped_samples"] == 1
+    assert "input repairs: 102 non-finite sample(s) set to 0; 1 sample(s) clipped to ±1" in stdout
+
+
+def test_the_terminal_names_resampling_and_downmixing(scene, tmp_path, capsys):
+    path = tmp_path / "stereo44k.wav"
+    sf.write(path, np.stack([scene.mixture[0][:16000]] * 2, 1), 16000)
+    import soxr
+
+    x = soxr.resample(np.stack([scene.mixture[0][:32000]] * 2, 1), 16000, 44100)
+    sf.write(path, x, 44100)
+    code, stdout, _ = call(["--input", str(path), "--no-view"], capsys)
+    assert code == 0 and "input repairs: resampled 44100 → 16000 Hz; downmixed 2 → 1 channel(s)" in stdout
+
+
+def test_list_devices_without_any_device_says_so(monkeypatch, capsys):
+    import stream_s5.sources as sources
+
+    monkeypatch.setattr(sources, "list_devices", lambda: "")
+    code, _, err = call(["--list-devices"], capsys)
+    assert code == 2 and "no audio devices found" in err
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4, 1.0, 2.0])
+def test_ctrl_c_at_any_moment_is_quiet(delay, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(CLI + ["--input", "demo", "--realtime", "--output", str(out), "--no-view"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    if (out / "summary.json").exists():  # the stream had started: finished files, and the terminal says so
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["interrupted"] and "interrupted after" in stdout
+        for label in summary["outputs"]:
+            assert sf.info(str(out / f"{label}.wav")).frames == round(summary["input_seconds"] * 16000)
+
+
+def test_events_wavs_summary_and_terminal_agree_when_onsets_are_retracted(tmp_path, capsys):
+    """A bundle whose tracker keeps only events ≥ 1 s: the short ones the demo scenes give are published
+    as onsets, then retracted; no file, summary line or terminal line may still claim them."""
+    from stream_s5.bundle import default_bundle_path, update_manifest
+
+    model = tmp_path / "model"
+    shutil.copytree(default_bundle_path(), model)
+    update_manifest(model, lambda m: m["tracker"].update(min_event_s=1.0))
+    retractions = 0
+    for seed in (0, 1, 2):
+        out = tmp_path / f"out{seed}"
+        code, stdout, _ = call(["--input", "demo", "--seed", str(seed), "--model", str(model), "--no-view",
+                                "--output", str(out)], capsys)
+        assert code == 0
+        lines = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+        summary = json.loads((out / "summary.json").read_text())
+        kept = {e["label"] for e in lines if e["type"] == "event"}
+        retracted = [e for e in lines if e["type"] == "retract"]
+        retractions += len(retracted)
+        onsets = [e["label"] for e in lines if e["type"] == "onset"]
+        assert sorted(onsets) == sorted([e["label"] for e in lines if e["type"] in ("event", "retract")])
+        assert all(e["offset"] - e["onset"] < 1.0 and e["retracted"] for e in retracted)
+        assert sorted(kept) == summary["detected_classes"] == summary["outputs"]
+        assert sorted(p.stem for p in out.glob("*.wav")) == summary["outputs"]
+        assert summary["retracted_onsets"] == len(retracted)
+        assert f"detected: {', '.join(sorted(kept)) or 'nothing'}" in stdout
+        if retracted:
+            assert f"retracted {len(retracted)} onset(s)" in stdout
+        for e in retracted:  # the retracted span is silent in a class file that exists for other events
+            if e["label"] in kept:
+                audio, rate = sf.read(out / f"{e['label']}.wav")
+                span = audio[int(e["onset"] * rate) : int(e["offset"] * rate)]
+                assert not np.any(span), e
+    assert retractions > 0  # the test saw what it is about
