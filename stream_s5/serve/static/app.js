@@ -148,8 +148,11 @@ function flushMix() {
 function addEvent(e) {
   const li = document.createElement("li");
   li.dataset.class = e.label;
-  li.textContent = e.offset === null ? `${e.label} on at ${e.onset.toFixed(2)} s`
+  // a retracted onset (its event was shorter than the minimum) is struck out, not silently kept
+  li.textContent = e.retracted ? `${e.label} ${e.onset.toFixed(2)} s retracted (shorter than the minimum event)`
+    : e.offset === null ? `${e.label} on at ${e.onset.toFixed(2)} s`
     : `${e.label} ${e.onset.toFixed(2)}–${e.offset.toFixed(2)} s (peak ${e.peak.toFixed(2)})`;
+  if (e.retracted) li.classList.add("retracted");
   state.events.push(e);
   const list = $("events"); list.prepend(li);
   while (list.children.length > 100) list.lastChild.remove();
