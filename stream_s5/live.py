@@ -97,6 +97,6 @@ class LiveView:
         )
         events = Table.grid()
         for e in self.recent:
-            when = "open" if e.offset is None else f"{e.offset:.2f}"
+            when = "retracted" if e.retracted else "open" if e.offset is None else f"{e.offset:.2f}"
             events.add_row(f"{e.label:18s} {e.onset:7.2f} → {when}  peak {e.peak:.2f}")
         return Group(table, info, events)

@@ -282,7 +282,7 @@ class MemorySink:
             self._grow(label, out.start + samples.size)[out.start : out.start + samples.size] = samples
         for bf in out.backfill:
             self._grow(bf.label, bf.start + bf.audio.size)[bf.start : bf.start + bf.audio.size] = bf.audio
-        self.events.extend(e for e in out.events if e.offset is not None)
+        self.events.extend(e for e in out.events if e.offset is not None and not e.retracted)  # kept events
 
     def result(self, length: int | None = None) -> dict[str, np.ndarray]:
         length = self.end if length is None else length

@@ -44,7 +44,7 @@ def soak(minutes: float, chunk_s: float = 0.1, warmup_minutes: float = 2.0, segm
         out = engine.feed(block)
         segment_times.append(time.perf_counter() - t0)
         fed += block.size
-        events += sum(1 for e in out.events if e.offset is not None)
+        events += sum(1 for e in out.events if e.offset is not None and not e.retracted)
         nonfinite += sum(int((~np.isfinite(a)).sum()) for a in out.audio.values())
         if baseline is None and fed >= warmup:
             baseline = {"rss": process.memory_info().rss, "fds": _fds(), "threads": threading.active_count(), "os_threads": process.num_threads()}
