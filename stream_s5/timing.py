@@ -11,7 +11,8 @@ class StageTimer:
     """Per-stage durations in a preallocated buffer (no growth while running)."""
 
     def __init__(self, capacity: int = 1 << 16):
-        self.values = np.zeros(capacity, dtype=np.float64)
+        self.values = np.empty(capacity, dtype=np.float64)
+        self.values.fill(0.0)  # commit the pages now (np.zeros would let the OS commit them mid-stream)
         self.count = 0
 
     def add(self, seconds: float):
