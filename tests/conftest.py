@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +147,18 @@ def flatten(outs):
             buf[s : s + v.size] = v
         merged[k] = buf
     return merged, backfill, events, starts
+
+
+@pytest.fixture
+def null_sink():
+    """A real audio device: a PulseAudio daemon with a null sink `s5` (record from `s5.monitor`)."""
+    if not shutil.which("pulseaudio") or not shutil.which("paplay") or not shutil.which("pactl"):
+        pytest.skip("PulseAudio is not installed (CI installs it): no audio device for the microphone path")
+    subprocess.run(["pulseaudio", "--kill"], capture_output=True)
+    started = subprocess.run(["pulseaudio", "-D", "-n", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
+                              "--load=module-null-sink sink_name=s5"], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"PulseAudio would not start: {started.stderr.strip()[:200]}")
+    time.sleep(1.0)
+    yield "s5"
+    subprocess.run(["pulseaudio", "--kill"], capture_output=True)

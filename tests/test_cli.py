@@ -146,20 +146,6 @@ def test_sigint_leaves_valid_flushed_files(scene, tmp_path):
     assert est.shape == (round(summary["input_seconds"] * 16000),)
 
 
-@pytest.fixture
-def null_sink():
-    if not shutil.which("pulseaudio") or not shutil.which("paplay"):
-        pytest.skip("PulseAudio is not installed (CI installs it): no audio device for the microphone path")
-    subprocess.run(["pulseaudio", "--kill"], capture_output=True)
-    started = subprocess.run(["pulseaudio", "-D", "-n", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
-                              "--load=module-null-sink sink_name=s5"], capture_output=True, text=True)
-    if started.returncode != 0:
-        pytest.skip(f"PulseAudio would not start: {started.stderr.strip()[:200]}")
-    time.sleep(1.0)
-    yield "s5"
-    subprocess.run(["pulseaudio", "--kill"], capture_output=True)
-
-
 def capture_from_mic(null_sink: str, wav, out, rate: int, seconds: float) -> dict:
     """Run the CLI on the null sink's monitor as a microphone while paplay plays `wav` into the sink;
     returns summary.json."""
