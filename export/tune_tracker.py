@@ -67,7 +67,7 @@ def replay(bundle, results: list[SedResult], options: TrackerOptions, n: int):
     for r in results:
         tracker.update(r)
     tracker.close(n)
-    return [(e.label, e.onset, e.offset, e.decided_at) for e in tracker.events]
+    return [(e.label, e.onset, e.offset, e.decided_at) for e in tracker.events]  # kept events only
 
 
 def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target: float = 0.15,
