@@ -429,10 +429,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("stream-s5: interrupted", file=sys.stderr)
         return 130
-    except OutputError as exc:
-        print(f"stream-s5: error: {exc}", file=sys.stderr)
-        return 2
-    except (InputError, BundleError, BudgetError, ValueError, ServerError) as exc:
+    except (InputError, BundleError, BudgetError, OutputError, ValueError, ServerError) as exc:
         print(f"stream-s5: error: {exc}", file=sys.stderr)
         return 2
     except EngineFault as exc:

@@ -121,6 +121,14 @@ def apply_sed_result(result: SedResult, frame_index: int, activity: ActivityTime
         backfills.append(Backfill(change.label, (first + 1) * bank.hop - bank.n_fft, audio))
 
 
+def close_stream(tracker: ClassTracker, total: int, out: EngineOutput) -> None:
+    """End of a stream of `total` samples: the tracker's open events are closed (or retracted) into
+    `out`, and the audio of retracted ones is silenced by zero backfills."""
+    closed, silences = tracker.close(total)
+    out.events.extend(closed)
+    out.backfill.extend(clip_backfills(silence_backfills(silences), total))
+
+
 def silence_backfills(silences: list[Silence]) -> list[Backfill]:
     """A retracted event's audio → zero backfills over it (the sinks overwrite what they placed)."""
     return [Backfill(s.label, s.start, np.zeros(max(0, s.end - s.start), np.float32)) for s in silences]
@@ -352,9 +360,7 @@ class Engine(_EngineCore):
         have = self.ring.written + self._pending.shape[1] + tail.shape[1]
         pad = np.zeros((self.channels, self._flush_padding(total, have)), np.float32)
         out = self._process(np.concatenate([tail, pad], axis=1), limit=total)
-        closed, silences = self.tracker.close(total)
-        out.events.extend(closed)
-        out.backfill.extend(clip_backfills(silence_backfills(silences), total))
+        close_stream(self.tracker, total, out)
         self.flushed = True
         return out
 

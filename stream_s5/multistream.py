@@ -40,7 +40,7 @@ import numpy as np
 from stream_s5.bundle import Bundle
 from stream_s5.conditioning import InputError, RepairCounters, as_frames, repair, to_float32
 from stream_s5.engine import (Backfill, BudgetError, EngineOptions, EngineOutput, StageTimer, _EngineCore,
-                              apply_sed_result, assemble_output, clip_backfills, parse_classes, silence_backfills)
+                              apply_sed_result, assemble_output, close_stream, parse_classes)
 from stream_s5.ring import RingBuffer
 from stream_s5.sed import stacked_timelines
 from stream_s5.separator import SeparatorBank
@@ -216,9 +216,7 @@ class MultiStreamEngine(_EngineCore):
         pad = np.zeros((self.n_streams, self.channels, self._flush_padding(total, have)), np.float32)
         outs = self._process(pad, limit=total)
         for out, tracker in zip(outs, self.trackers):
-            closed, silences = tracker.close(total)
-            out.events.extend(closed)
-            out.backfill.extend(clip_backfills(silence_backfills(silences), total))
+            close_stream(tracker, total, out)
         self.flushed = True
         return outs
 

@@ -122,7 +122,6 @@ class ClassWavSink:
         self.pending: dict[str, np.ndarray] = {}  # label → samples [committed, end)
         self.writers: dict[str, _ClassWriter] = {}
         self.late_backfill_samples = 0
-        self.removed: list[str] = []  # classes whose every event was retracted
         self.closed = False
         for label in classes or []:
             self._open(label)
@@ -180,7 +179,6 @@ class ClassWavSink:
         for label in [label for label in self.writers if keep is not None and label not in keep]:
             (self.folder / f"{label}.wav").unlink(missing_ok=True)
             del self.writers[label]
-            self.removed.append(label)
         self.closed = True
 
     @property

@@ -18,11 +18,11 @@ from stream_s5.conditioning import InputError
 from stream_s5.ring import SpscRing
 from stream_s5.sessions import EngineFault
 
+__all__ = ["FileSource", "DemoSource", "MicSource", "SourceLost", "list_devices"]
+
 
 class SourceLost(EngineFault):
     """The input device stopped delivering audio (unplugged, its sound server gone)."""
-
-__all__ = ["FileSource", "DemoSource", "MicSource", "SourceLost", "list_devices"]
 
 
 class FileSource:

@@ -36,7 +36,7 @@ from stream_s5.bundle import Bundle
 from stream_s5.conditioning import InputConditioner
 from stream_s5.dsp import stft_frames
 from stream_s5.engine import (BudgetError, EngineOptions, EngineOutput, StageTimer, _EngineCore, apply_sed_result,
-                              assemble_output, clip_backfills, parse_classes, silence_backfills)
+                              assemble_output, close_stream, parse_classes)
 from stream_s5.multistream import _StreamBank
 from stream_s5.sed import stacked_timelines
 from stream_s5.tracker import ClassTracker, Event
@@ -300,9 +300,7 @@ class StreamPool(_EngineCore):
                 stream.sent = out.start + out.length
                 stream.chunks, stream.backfills, stream.events = {}, [], []
                 if sid in finished:
-                    closed, silences = stream.tracker.close(stream.total)
-                    out.events.extend(closed)
-                    out.backfill.extend(clip_backfills(silence_backfills(silences), stream.total))
+                    close_stream(stream.tracker, stream.total, out)
                     out.final = True
                     self.reports[sid] = {"repairs": stream.conditioner.counters.to_dict(), "hops": stream.frames,
                                          "slot_overflows": stream.tracker.slot_overflows}

@@ -186,10 +186,18 @@ class ClassTracker:
                 else:
                     self._retract(st, st.event, end)
                     if self.fixed is None and label in self.slots:
-                        silences.append(Silence(label, st.retract_from, end))
+                        silences.append(self._release(self.slots.index(label), end).silence)
                 closed.append(st.event)
                 st.event = None
         return closed, silences
+
+    def _release(self, slot: int, now: int) -> SlotChange:
+        """Free `slot`; after a retraction, with the audio its class produced to silence."""
+        label, self.slots[slot] = self.slots[slot], None
+        st = self.state[label]
+        silence = Silence(label, st.retract_from, now) if st.retract_from is not None else None
+        st.retract_from = None
+        return SlotChange(slot, None, now, silence)
 
     def _assign(self, now: int) -> list[SlotChange]:
         if self.fixed is not None:
@@ -201,10 +209,7 @@ class ClassTracker:
                 continue
             st = self.state[label]
             if not st.active and st.release_at is not None and now >= st.release_at:
-                self.slots[i] = None
-                silence = Silence(label, st.retract_from, now) if st.retract_from is not None else None
-                changes.append(SlotChange(i, None, now, silence))
-                st.retract_from = None
+                changes.append(self._release(i, now))
         waiting = [c for c in self.classes if self.state[c].active and c not in self.slots]
         waiting.sort(key=lambda c: -self.state[c].peak)
         for label in waiting:
@@ -216,11 +221,7 @@ class ClassTracker:
                     self.slot_overflows += 1
                     continue
                 free = holding[:1]
-                taken = self.state[self.slots[free[0]]]
-                silence = (Silence(self.slots[free[0]], taken.retract_from, now)
-                           if taken.retract_from is not None else None)
-                taken.retract_from = None
-                changes.append(SlotChange(free[0], None, now, silence))
+                changes.append(self._release(free[0], now))
             self.slots[free[0]] = label
             changes.append(SlotChange(free[0], label, max(0, self.state[label].onset - preroll)))
         return changes
