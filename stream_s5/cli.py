@@ -128,19 +128,59 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=_SECONDS, default=30.0, help="close streams silent this long (s)")
     p.add_argument("--batch-wait-ms", type=_ranged(float, 0, 1000), default=0.0,
                    help="wait this long after a stream is ready so that others can share its hop (throughput vs lag)")
+    p.add_argument("--drain-grace-s", type=_SECONDS, default=30.0,
+                   help="when a replica is stopped (scale-down): how long its streams may go on before they are closed")
+    ray = p.add_argument_group("Ray Serve (pip install -e \".[ray]\"; docs/scaling.md)")
+    ray.add_argument("--ray", action="store_true", help="run as a Ray Serve application (replicas, autoscaling)")
+    ray.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
+    scale = ray.add_mutually_exclusive_group()
+    scale.add_argument("--replicas", type=_ranged(int, 1, 1024), default=None, help="fixed number of replicas (default 1)")
+    scale.add_argument("--autoscale", type=_autoscale_arg, default=None, metavar="MIN:MAX",
+                       help="replicas follow the number of open streams, between MIN and MAX")
+    ray.add_argument("--replica-cpus", type=_ranged(float, 0, 1024, low_open=True), default=1.0,
+                     help="CPUs reserved per replica")
+    ray.add_argument("--replica-gpus", type=_ranged(float, 0, 64), default=0.0, help="GPUs reserved per replica")
     return p
 
 
+def _autoscale_arg(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX (e.g. 1:4), not {text}")
+    lo, hi = _ranged(int, 0, 1024)(lo), _ranged(int, 1, 1024)(hi)
+    if lo > hi:
+        raise argparse.ArgumentTypeError(f"MIN must be ≤ MAX, not {text}")
+    return lo, hi
+
+
 def run_serve(argv) -> int:
-    args = _serve_parser().parse_args(argv)
+    parser = _serve_parser()
+    args = parser.parse_args(argv)
     from stream_s5.serve.server import ServerOptions, run_server
 
+    if not args.ray and (args.address or args.replicas or args.autoscale):
+        parser.error("--address, --replicas and --autoscale need --ray")
+    if args.ray and args.port == 0:
+        parser.error("--ray needs a fixed --port (Ray Serve's proxy binds it on every node)")
     options = ServerOptions(host=args.host, port=args.port, max_streams=args.max_streams, model=args.model,
                             refine=args.refine, device=args.device, threads=args.threads, budget_ms=args.budget_ms,
                             token=args.token, allowed_origins=tuple(args.allow_origin), max_speed=args.max_speed,
                             max_frame_bytes=int(args.max_frame_kib * 1024), idle_timeout_s=args.idle_timeout,
-                            batch_wait_ms=args.batch_wait_ms)
+                            batch_wait_ms=args.batch_wait_ms, drain_grace_s=args.drain_grace_s)
     try:
+        if args.ray:
+            try:
+                from stream_s5.serve.ray_app import RayOptions, run_ray
+            except ImportError as exc:
+                parser.error(f"--ray needs Ray Serve: pip install -e \".[ray]\" ({exc})")
+            try:
+                options.check()
+                ray_options = RayOptions(address=args.address, replicas=args.replicas or 1, autoscale=args.autoscale,
+                                         cpus_per_replica=args.replica_cpus, gpus_per_replica=args.replica_gpus)
+                ray_options.check()
+            except ValueError as exc:
+                parser.error(str(exc))
+            return run_ray(options, ray_options)
         return run_server(options)
     except KeyboardInterrupt:
         return 130
@@ -225,10 +265,12 @@ def _run(args, stop: _Stop) -> int:
         print(f"--overwrite: removed {len(removed)} file(s) of an earlier run from {out_dir}: {', '.join(removed)}")
     source = _make_source(args, bundle)
     if args.server:
-        from stream_s5.serve.client import RemoteEngine
+        from stream_s5.serve.client import ResilientEngine
 
-        engine = RemoteEngine(args.server, classes=args.classes, input_rate=source.rate,
-                              input_channels=source.channels, token=args.token)
+        # a lost stream (its replica died or drained) is taken up again by a fresh one, and said so
+        engine = ResilientEngine(args.server, classes=args.classes, input_rate=source.rate,
+                                 input_channels=source.channels, token=args.token,
+                                 notify=lambda line: print(f"stream-s5: {line}", flush=True))
     else:
         engine = Engine(bundle, classes=args.classes, refine=args.refine, device=args.device, input_rate=source.rate,
                         input_channels=source.channels,

@@ -14,6 +14,7 @@ the output that consumed it (the server names that frame in `input_seq`).
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 import time
@@ -25,18 +26,24 @@ from stream_s5.engine import Backfill, EngineOutput
 from stream_s5.serve import protocol as P
 from stream_s5.tracker import Event
 
-__all__ = ["RemoteEngine", "ServerError"]
+__all__ = ["RemoteEngine", "ResilientEngine", "ServerError"]
 
 
 class ServerError(RuntimeError):
-    """The server could not be reached, refused the stream, or closed it with a reason."""
+    """The server could not be reached, refused the stream, or closed it with a reason; `code`: the
+    WebSocket close code when there was one."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 def merge_outputs(outs: list[EngineOutput], start: int) -> EngineOutput:
-    """Contiguous outputs of one stream → one (what a single feed() of a local Engine would return)."""
+    """Outputs of one stream → one (what a single feed() of a local Engine would return); where they
+    overlap, the later one wins."""
     if not outs:
         return EngineOutput(start, 0, {}, [], [])
-    start = outs[0].start
+    start = min(o.start for o in outs)
     end = max(o.start + o.length for o in outs)
     audio: dict[str, np.ndarray] = {}
     for o in outs:
@@ -71,7 +78,8 @@ class RemoteEngine:
             pass  # refused at once: the reason comes with the close, read below
         ready = self._recv_json(timeout_s)
         if ready.get("type") != "ready":
-            raise ServerError(f"server refused the stream: {ready.get('message', ready)}")
+            self._connection.__exit__(None, None, None)
+            raise ServerError(f"server refused the stream: {ready.get('message', ready)}", ready.get("code"))
         self.ready = ready
         self.classes = ready["classes"]
         self.rate, self.channels, self.hop = ready["rate"], ready["channels"], ready["hop"]
@@ -86,6 +94,7 @@ class RemoteEngine:
         self.summary: dict | None = None
         self.error: str | None = None
         self.close_code: int | None = None
+        self.close_reason: str | None = None
         self.missing_audio_frames = 0
         self._emitted = 0
         self._done = threading.Event()
@@ -96,8 +105,9 @@ class RemoteEngine:
         try:
             msg = self.ws.recv(timeout=timeout_s)
         except Exception as exc:
-            reason = getattr(getattr(exc, "rcvd", None), "reason", "") or str(exc)
-            raise ServerError(f"server closed the connection: {reason}") from None
+            rcvd = getattr(exc, "rcvd", None)
+            reason = getattr(rcvd, "reason", "") or str(exc)
+            raise ServerError(f"server closed the connection: {reason}", getattr(rcvd, "code", None)) from None
         if isinstance(msg, bytes):
             raise ServerError("server sent audio before 'ready'")
         return json.loads(msg)
@@ -147,9 +157,16 @@ class RemoteEngine:
         finally:
             if current is not None:
                 self._finish(current)
-            rcvd = getattr(self.ws, "close_code", None)
-            self.close_code = rcvd
+            self.close_code = getattr(self.ws, "close_code", None)
+            self.close_reason = getattr(self.ws, "close_reason", None)
             self._done.set()
+
+    @property
+    def lost(self) -> bool:
+        """The connection ended before the stream's end, in a way that a fresh stream may cure (the
+        serving process died or drained; docs/protocol.md), as opposed to a refusal."""
+        return self._done.is_set() and self.summary is None and (
+            self.close_code is None or self.close_code in P.RECONNECT_CODES)
 
     def _finish(self, current: dict):
         out, m = current["out"], current["msg"]
@@ -237,6 +254,186 @@ class RemoteEngine:
         except Exception:
             pass
         self._receiver.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ResilientEngine:
+    """A `RemoteEngine` that outlives the process serving it.
+
+    When the stream is lost (its replica died, drained, or restarted: close codes in
+    `protocol.RECONNECT_CODES`) it connects again — behind Ray Serve the new stream lands on a live
+    replica — with a fresh state, and replays the last `warmup_s` of input so that the new state has
+    context; the replayed stretch's output is dropped (the lost stream had already delivered it), so
+    the output timeline goes on where it stopped. What is lost, honestly counted in `reconnects`:
+    input the lost stream had received but not answered is replayed (up to `replay_s` back; beyond that
+    it becomes silence, `gap_s`), and events it left open are closed at the moment of loss
+    (`closed_events`). A refusal (token, origin, bad start) is never retried; "full" and unreachable are
+    retried until `reconnect_window_s` is spent.
+    """
+
+    NO_RETRY = frozenset({P.CLOSE["policy"], P.CLOSE["unsupported"], P.CLOSE["bad_data"], P.CLOSE["too_big"]})
+
+    def __init__(self, url: str, *, reconnects: int = 5, reconnect_window_s: float = 30.0, replay_s: float = 10.0,
+                 warmup_s: float = 3.0, notify=lambda line: None, **remote_args):
+        self._remote_args = {"url": url, **remote_args}
+        self.remote = RemoteEngine(**self._remote_args)  # the first connection: a refusal is final
+        self.url, self.ready, self.classes, self.fixed = url, self.remote.ready, self.remote.classes, self.remote.fixed
+        self.rate, self.hop = self.remote.rate, self.remote.hop
+        self.input_rate = self.remote.input_rate
+        self.max_reconnects, self.window_s = int(reconnects), float(reconnect_window_s)
+        self.replay_frames, self.warmup_s = int(replay_s * self.input_rate), float(warmup_s)
+        self.notify = notify
+        self.offset = 0  # where the current stream's sample 0 lies on the output timeline (bundle rate)
+        self.trim_until = 0  # output before this was delivered by a lost stream: the replay's copy is dropped
+        self.fed = 0  # input frames fed so far
+        self._replay: deque = deque()  # (first input frame, block) of the last replay_s seconds
+        self._replay_size = 0
+        self.open_events: dict[str, Event] = {}
+        self.reconnects: list[dict] = []
+        self.replicas = [self.remote.replica]
+        self._lags: list[float] = []
+
+    @property
+    def replica(self) -> str:
+        return self.remote.replica
+
+    @property
+    def frames_done(self) -> int:
+        return (self.offset + self.remote._emitted) // self.hop
+
+    # ------------------------------------------------------------------ timeline
+    def _shift(self, out: EngineOutput) -> EngineOutput:
+        """An output of the current stream → the client's timeline, minus what a lost stream gave already."""
+        start, length, audio = out.start + self.offset, out.length, dict(out.audio)
+        cut = min(max(0, self.trim_until - start), length)
+        if cut:
+            audio = {label: a[cut:] for label, a in audio.items()}
+        # a wholly dropped (or empty) output becomes an empty one at the trim point: merge_outputs spans starts
+        start, length = max(start + cut, self.trim_until), length - cut
+        backfill = []
+        for b in out.backfill:
+            b_start, b_cut = b.start + self.offset, max(0, self.trim_until - b.start - self.offset)
+            if b_cut < b.audio.size:
+                backfill.append(Backfill(b.label, b_start + b_cut, b.audio[b_cut:]))
+        dt = self.offset / self.rate
+        events = [Event(e.label, e.onset + dt, None if e.offset is None else e.offset + dt, e.peak, e.decided_at + dt,
+                        e.retracted) for e in out.events]
+        for e in events:
+            if e.offset is None:
+                self.open_events[e.label] = e
+            else:
+                self.open_events.pop(e.label, None)
+        return EngineOutput(start, length, audio, backfill, events, out.final)
+
+    def _remember(self, x: np.ndarray):
+        self._replay.append((self.fed, x))
+        self._replay_size += x.shape[0]
+        while self._replay and self._replay_size - self._replay[0][1].shape[0] >= self.replay_frames:
+            self._replay_size -= self._replay.popleft()[1].shape[0]
+
+    def _replay_from(self, frame: int):
+        for first, block in self._replay:
+            if first + block.shape[0] > frame:
+                yield block[max(0, frame - first):]
+
+    # ------------------------------------------------------------------ Engine's shape
+    def feed(self, samples) -> EngineOutput:
+        x = np.asarray(samples, np.float32)
+        x = x[:, None] if x.ndim == 1 else x
+        self._remember(x)
+        self.fed += x.shape[0]
+        try:
+            return self._shift(self.remote.feed(x))
+        except ServerError:
+            if not self._was_lost():
+                raise
+            return self._recover()
+
+    def flush(self) -> EngineOutput:
+        outs = []
+        while True:
+            try:
+                outs.append(self._shift(self.remote.flush()))
+                return merge_outputs(outs, self.offset)
+            except ServerError:
+                if not self._was_lost():
+                    raise
+                outs.append(self._recover())
+
+    def _was_lost(self) -> bool:
+        self.remote._done.wait(2.0)  # a failed send can come just before the receiver sees the close
+        return self.remote.lost and len(self.reconnects) < self.max_reconnects
+
+    def _recover(self) -> EngineOutput:
+        """The current stream is lost: what it still delivered, events closed at the loss, a new stream
+        warmed up on replayed input."""
+        lost = self.remote
+        outs = [self._shift(lost._take())]
+        emitted = self.offset + lost._emitted
+        t_loss = emitted / self.rate
+        closing = [Event(e.label, e.onset, t_loss, e.peak, t_loss) for e in self.open_events.values()]
+        self.open_events.clear()
+        outs.append(EngineOutput(emitted, 0, {}, [], closing))
+        lags = list(lost.lags_ms)
+        lost.close()
+        record = {"at_input_s": self.fed / self.input_rate, "lost_replica": lost.replica, "code": lost.close_code,
+                  "reason": lost.close_reason or lost.error or "", "closed_events": [e.label for e in closing]}
+        self.remote = self._connect_again(record)
+        self._lags.extend(lags)
+        # resume a little before the loss, on a sample that maps exactly to both rates
+        step = self.rate // math.gcd(self.rate, self.input_rate)
+        oldest = self._replay[0][0] if self._replay else self.fed
+        want = max(0, emitted - int(self.warmup_s * self.rate))
+        resume = max(want // step * step, -(-oldest * self.rate // self.input_rate // step) * step)
+        resume_in = resume * self.input_rate // self.rate
+        self.offset, self.trim_until = resume, emitted
+        record.update(replica=self.remote.replica, lost_at_s=t_loss, resumed_at_s=resume / self.rate,
+                      replayed_s=(self.fed - resume_in) / self.input_rate, gap_s=max(0, resume - emitted) / self.rate)
+        self.reconnects.append(record)
+        self.replicas.append(self.remote.replica)
+        self.notify(f"replica {lost.replica} lost (close {record['code']}: {record['reason'] or 'no reason'}) at "
+                    f"{record['at_input_s']:.2f} s; reconnected to replica {self.remote.replica} with a fresh state, "
+                    f"replaying {record['replayed_s']:.2f} s of input"
+                    + (f"; {record['gap_s']:.2f} s of output lost" if record["gap_s"] else ""))
+        for block in list(self._replay_from(resume_in)):
+            outs.append(self._shift(self.remote.feed(block)))  # a second loss here: raised to feed(), retried there
+        return merge_outputs(outs, emitted)
+
+    def _connect_again(self, record: dict) -> RemoteEngine:
+        deadline, wait, last = time.monotonic() + self.window_s, 0.2, None
+        while time.monotonic() < deadline:
+            try:
+                return RemoteEngine(**self._remote_args)
+            except ServerError as exc:
+                if exc.code in self.NO_RETRY:
+                    raise
+                last = exc
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            wait = min(2.0, wait * 2)
+        raise ServerError(f"replica {record['lost_replica']} lost ({record['reason'] or record['code']}) and no "
+                          f"replica took the stream again within {self.window_s:g} s: {last}")
+
+    def stats(self) -> dict:
+        stats = self.remote.stats()
+        lags = np.asarray(self._lags + list(self.remote.lags_ms), np.float64)
+        if lags.size:
+            stats["server"]["lag_ms_p50"] = float(np.percentile(lags, 50))
+            stats["server"]["lag_ms_p99"] = float(np.percentile(lags, 99))
+        stats["server"].update(reconnects=self.reconnects, replicas=self.replicas)
+        stats["hops"] = self.frames_done
+        return stats
+
+    @property
+    def summary(self) -> dict | None:
+        return self.remote.summary
+
+    def close(self):
+        self.remote.close()
 
     def __enter__(self):
         return self

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["VERSION", "AUDIO_IN", "CLASS_AUDIO", "BACKFILL", "FORMATS", "ProtocolError", "StartRequest",
-           "pack_frame", "unpack_frame", "decode_audio", "encode_audio", "parse_start", "dumps", "CLOSE"]
+           "pack_frame", "unpack_frame", "decode_audio", "encode_audio", "parse_start", "dumps", "CLOSE",
+           "RECONNECT_CODES"]
 
 VERSION = 1
 AUDIO_IN, CLASS_AUDIO, BACKFILL = 1, 2, 3
@@ -39,8 +40,11 @@ CLOSE = {
     "policy": 1008,  # bad token or origin, idle, too many messages per second
     "too_big": 1009,  # a frame over the size limit
     "internal": 1011,  # the engine failed on this stream
+    "replica_lost": 1012,  # the process serving the stream died (sent by the Ray Serve proxy): reconnect
     "full": 1013,  # capacity reached: try again later
 }
+# Closes after which a client may reconnect with a fresh stream (elsewhere): the stream was lost, not refused
+RECONNECT_CODES = frozenset({1001, 1006, 1011, 1012})
 
 
 class ProtocolError(ValueError):

@@ -76,6 +76,7 @@ class ServerOptions:
     batch_wait_ms: float = 0.0  # after the first stream has a hop ready, wait this long for others to batch with
     replica: str | None = None  # name reported to clients (default host:pid)
     calibrate: bool = True
+    drain_grace_s: float = 30.0  # when draining: how long running streams may go on before they are closed
 
     def check(self):
         if not 1 <= self.max_streams <= 4096:
@@ -86,7 +87,7 @@ class ServerOptions:
             raise ValueError(f"binding {self.host} (not loopback) needs --token: anyone who can reach it could "
                              "stream audio to it and listen to the separated classes")
         for name in ("max_frame_bytes", "max_messages_per_s", "max_speed", "start_timeout_s", "idle_timeout_s",
-                     "activity_hz", "timing_interval_s"):
+                     "activity_hz", "timing_interval_s", "drain_grace_s"):
             value = getattr(self, name)
             if not value > 0 or value != value or value == float("inf"):
                 raise ValueError(f"{name} must be a positive finite number, not {value!r}")
@@ -157,18 +158,44 @@ class StreamServer:
         self.connections: dict[int, Connection] = {}
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="stream_s5-serve")
         self.wake: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_task: asyncio.Task | None = None
         self.draining = False
+        self.drain_task: asyncio.Task | None = None
         self.port = options.port
         self.refused = 0
+        self.drained_closes = 0  # streams closed because the grace period of a drain ran out
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self):
+        self.loop = asyncio.get_running_loop()
         self.wake = asyncio.Event()
         self.loop_task = asyncio.create_task(self._batching_loop())
 
+    def drain(self, grace_s: float | None = None) -> asyncio.Task:
+        """Stop taking streams; the running ones may finish within `grace_s`, then are closed with
+        1001 and a reason (their clients reconnect elsewhere). Called by a scale-down (Ray Serve replica
+        leaving) or an operator; idempotent."""
+        self.draining = True
+        if self.drain_task is None:
+            grace = self.options.drain_grace_s if grace_s is None else grace_s
+            self.drain_task = asyncio.create_task(self._drain(grace))
+        return self.drain_task
+
+    async def _drain(self, grace_s: float):
+        deadline = time.monotonic() + grace_s
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections.values()):
+            self.drained_closes += 1
+            self._send(conn, {"type": "error", "code": P.CLOSE["going_away"],
+                              "message": f"replica {self.replica} is draining (scale-down): reconnect"})
+            await self._close(conn, P.CLOSE["going_away"], f"replica {self.replica} draining: reconnect")
+
     async def stop(self):
         self.draining = True
+        if self.drain_task is not None:
+            self.drain_task.cancel()
         for conn in list(self.connections.values()):
             await self._close(conn, P.CLOSE["going_away"], "server shutting down")
         if self.loop_task:
@@ -227,12 +254,12 @@ class StreamServer:
                 conn.late_outputs += 1
         sent_audio = [label for label in out.audio if label in conn.subscribed]
         backfills = [b for b in out.backfill if b.label in conn.subscribed]
-        self._send(conn, P.dumps({
+        self._send(conn, {
             "type": "output", "start": out.start, "length": out.length, "final": out.final,
             "input_seq": seq, "classes": sorted(out.audio), "audio": sent_audio,
             "backfills": [{"label": b.label, "start": b.start, "length": int(b.audio.size)} for b in backfills],
             "events": [e.to_dict() for e in out.events],
-        }))
+        })
         classes = self.bundle.classes
         for label in sent_audio:
             self._send(conn, P.pack_frame(P.CLASS_AUDIO, out.start, out.audio[label].astype("<f4"),
@@ -241,11 +268,11 @@ class StreamServer:
             self._send(conn, P.pack_frame(P.BACKFILL, b.start, b.audio.astype("<f4"), classes.index(b.label)),
                        audio=True)
         if out.final:
-            self._send(conn, P.dumps({"type": "end", **self._stream_summary(conn, pool.pop_report(conn.sid))}))
+            self._send(conn, {"type": "end", **self._stream_summary(conn, pool.pop_report(conn.sid))})
             conn.finished.set()
         elif now - conn.last_activity >= 1.0 / self.options.activity_hz:
             conn.last_activity = now
-            self._send(conn, P.dumps(self._activity(conn, out)))
+            self._send(conn, self._activity(conn, out))
 
     def _activity(self, conn: Connection, out: EngineOutput) -> dict:
         pool, sid = self.pool, conn.sid
@@ -260,7 +287,7 @@ class StreamServer:
         for conn in list(self.connections.values()):
             if not conn.ended and now - conn.last_timing >= self.options.timing_interval_s:
                 conn.last_timing = now
-                self._send(conn, P.dumps({"type": "timing", **self._timing(conn)}))
+                self._send(conn, {"type": "timing", **self._timing(conn)})
 
     def _timing(self, conn: Connection) -> dict:
         block = self.pool.timers["block"].summary()
@@ -278,14 +305,16 @@ class StreamServer:
         lag50, lag99 = _percentiles(conn.lags_ms)
         return {"stream": conn.sid, "replica": self.replica, "input_seconds": conn.input_seconds,
                 **(report or {}),
-                "server": {"replica": self.replica, "lag_ms_p50": lag50, "lag_ms_p99": lag99},
+                "server": {**self.identity(), "lag_ms_p50": lag50, "lag_ms_p99": lag99},
                 "timing": self._timing(conn), "pool": self.pool.stats()}
 
-    def _send(self, conn: Connection, message, audio: bool = False):
+    def _send(self, conn: Connection, message: dict | bytes, audio: bool = False):
+        """Queue a JSON message (every one names the replica: behind a load balancer the client can
+        tell which process it talks to) or a binary audio frame."""
         if conn.outbox.qsize() >= self.options.send_queue and audio:
             conn.dropped_out_frames += 1  # the client does not read: its audio goes, its state messages stay
             return
-        conn.outbox.put_nowait(message)
+        conn.outbox.put_nowait(message if isinstance(message, bytes) else P.dumps({**message, "replica": self.replica}))
 
     # ------------------------------------------------------------------ connections
     def _origin_allowed(self, origin: str | None) -> bool:
@@ -336,15 +365,16 @@ class StreamServer:
             self.connections[sid] = conn
             sender = asyncio.create_task(self._sender(conn))
             b = self.bundle
-            self._send(conn, P.dumps({
+            self._send(conn, {
                 "type": "ready", "version": P.VERSION, "stream": sid, "replica": self.replica,
+                "server": self.identity(),
                 "classes": list(b.classes), "rate": b.sample_rate, "channels": b.channels, "hop": b.hop,
                 "algorithmic_latency": b.algorithmic_latency, "bundle": b.manifest.get("name", b.path.name),
                 "fixed_classes": None if request.classes == "auto" else list(request.classes),
                 "limits": {"max_frame_bytes": self.options.max_frame_bytes,
                            "max_messages_per_s": self.options.max_messages_per_s, "max_speed": self.options.max_speed,
                            "idle_timeout_s": self.options.idle_timeout_s},
-            }))
+            })
             await self._receive_loop(conn)
             # end of stream: wait for the final output (the batching loop flushes it)
             await asyncio.wait_for(conn.finished.wait(), 60.0)
@@ -353,7 +383,7 @@ class StreamServer:
             if conn is None:
                 await self._send_error_and_close(ws, exc.close, str(exc))
             else:
-                self._send(conn, P.dumps({"type": "error", "message": str(exc), "code": exc.close}))
+                self._send(conn, {"type": "error", "message": str(exc), "code": exc.close})
                 await self._close(conn, exc.close, str(exc)[:120])
         except (WebSocketDisconnect, RuntimeError, asyncio.TimeoutError):
             pass  # the client went away: its stream is abandoned below
@@ -369,7 +399,7 @@ class StreamServer:
 
     async def _send_error_and_close(self, ws: WebSocket, code: int, reason: str):
         with contextlib.suppress(Exception):
-            await ws.send_text(P.dumps({"type": "error", "message": reason, "code": code}))
+            await ws.send_text(P.dumps({"type": "error", "message": reason, "code": code, "replica": self.replica}))
             await ws.close(code, reason[:120])
 
     async def _receive_loop(self, conn: Connection):
@@ -398,7 +428,7 @@ class StreamServer:
                 if control["type"] == "subscribe":
                     conn.subscribed = set(P.parse_subscribe(control.get("classes", []), self.bundle.classes))
                 elif control["type"] == "ping":
-                    self._send(conn, P.dumps({"type": "pong", "t": control.get("t")}))
+                    self._send(conn, {"type": "pong", "t": control.get("t")})
                 continue
             data = msg.get("bytes")
             if data is None:
@@ -452,14 +482,21 @@ class StreamServer:
             await conn.ws.close(code, reason[:120])
 
     # ------------------------------------------------------------------ HTTP
+    def identity(self) -> dict:
+        """Where this stream runs: what an operator needs to find the process (logs, a kill, a profile)."""
+        return {"replica": self.replica, "host": socket.gethostname(), "pid": os.getpid()}
+
     def health(self) -> dict:
-        return {"status": "draining" if self.draining else "ok", "replica": self.replica,
+        return {"status": "draining" if self.draining else "ok", "replica": self.replica, "pid": os.getpid(),
+                "drained_closes": self.drained_closes,
                 "streams": len(self.pool.active), "capacity": self.pool.capacity, "refused": self.refused,
                 "bundle": self.bundle.manifest.get("name", self.bundle.path.name), "protocol": P.VERSION,
                 "classes": list(self.bundle.classes)}
 
 
-def create_app(options: ServerOptions, server: StreamServer | None = None) -> Starlette:
+def create_app(options: ServerOptions, server: StreamServer | None = None, background=()) -> Starlette:
+    """The ASGI app. `background`: coroutine functions `f(server)` run as tasks for the app's life
+    (Ray Serve's replica runs its scale-down watcher this way)."""
     server = server or StreamServer(options)
 
     async def index(request):
@@ -474,7 +511,10 @@ def create_app(options: ServerOptions, server: StreamServer | None = None) -> St
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await server.start()
+        tasks = [asyncio.create_task(f(server)) for f in background]
         yield
+        for task in tasks:
+            task.cancel()
         await server.stop()
 
     app = Starlette(routes=[Route("/", index), Route("/healthz", health), WebSocketRoute("/ws", websocket),
