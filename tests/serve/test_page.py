@@ -62,3 +62,35 @@ def test_page_detects_and_plays_a_class_from_the_microphone(tmp_path):
         expect(page.locator("#status")).to_have_text("finished", timeout=15_000)
         browser.close()
         assert errors == []
+
+
+def test_page_reconnects_when_its_replica_is_lost_and_says_so(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.serve.test_client import lose_stream
+
+    wav = fake_capture_wav(tmp_path)
+    with ServerThread(ServerOptions(port=0, max_streams=2, calibrate=False)) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}"])
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.http)
+        page.click("#mic")
+        expect(page.locator("#status")).to_have_attribute("data-state", "streaming", timeout=15_000)
+        lose_stream(server)  # what Ray's proxy does when the replica dies: 1012 with the replica's name
+        expect(page.locator("#status")).to_have_text(
+            re.compile(r"reconnected to replica \S+ with a fresh state \(replica \S+ lost\)"), timeout=15_000)
+        expect(page.locator("#reconnects")).to_have_text("1")
+        record = page.evaluate("s5.reconnects[0]")
+        assert record["code"] == 1012 and "lost" in record["reason"] and record["replica"]
+        pool = server.server.pool.stats()
+        assert pool["opened"] == 2 and pool["abandoned"] == 1  # the lost stream freed, a new one opened
+        # the new stream works: the recording's speech is detected again
+        expect(page.locator('.row[data-class="Speech"]')).to_have_attribute("data-active", "true", timeout=25_000)
+        page.click("#stop")
+        expect(page.locator("#status")).to_have_text("finished", timeout=15_000)
+        browser.close()
+        assert errors == []

@@ -5,13 +5,15 @@
 
 const AUDIO_IN = 1, CLASS_AUDIO = 2, BACKFILL = 3, HEADER = 8;
 const FRAME_S = 0.02;  // input frame length sent to the server
+// closes after which the stream was lost, not refused: its replica died, drained or restarted (docs/protocol.md)
+const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012]), MAX_RECONNECTS = 5;
 const $ = (id) => document.getElementById(id);
 
 const state = {
   ws: null, ctx: null, player: null, playCtx: null, source: null, media: null, capture: null, analyser: null,
   seq: 0, pending: [], pendingFrames: 0, sentAt: new Map(), lags: [], classes: [], rate: 16000,
   listen: new Set(), solo: null, mute: new Set(), audioFrames: 0, backfillFrames: 0, events: [],
-  rows: new Map(), ready: null, timing: null, mix: new Map(), streaming: false,
+  rows: new Map(), ready: null, timing: null, mix: new Map(), streaming: false, reconnects: [],
 };
 window.s5 = state;  // read by tests and assistive tools
 
@@ -196,13 +198,19 @@ function sendAudio(block, force = false) {
   const frame = Math.round(FRAME_S * state.ctx.sampleRate);
   if ((state.pendingFrames < frame && !force) || !state.pendingFrames || !state.ready
       || state.ws.readyState !== WebSocket.OPEN) return;
-  const buf = new ArrayBuffer(HEADER + 4 * state.pendingFrames), view = new DataView(buf);
-  view.setUint8(0, AUDIO_IN); view.setUint32(4, state.seq, true);
-  const out = new Float32Array(buf, HEADER); let o = 0;
-  for (const b of state.pending) { out.set(b, o); o += b.length; }
-  state.sentAt.set(state.seq, performance.now()); state.seq++;
-  state.ws.send(buf);
+  const all = new Float32Array(state.pendingFrames); let o = 0;
+  for (const b of state.pending) { all.set(b, o); o += b.length; }
   state.pending = []; state.pendingFrames = 0;
+  // audio held back while reconnecting can exceed one frame's size limit: split it
+  const most = Math.floor((state.ready.limits.max_frame_bytes) / 4);
+  for (let i = 0; i < all.length; i += most) {
+    const part = all.subarray(i, i + most);
+    const buf = new ArrayBuffer(HEADER + 4 * part.length), view = new DataView(buf);
+    view.setUint8(0, AUDIO_IN); view.setUint32(4, state.seq, true);
+    new Float32Array(buf, HEADER).set(part);
+    state.sentAt.set(state.seq, performance.now()); state.seq++;
+    state.ws.send(buf);
+  }
 }
 
 function drawSpectrogram() {
@@ -218,8 +226,10 @@ function drawSpectrogram() {
   if (state.streaming) requestAnimationFrame(drawSpectrogram);
 }
 
-function connect(onReady) {
-  state.ready = null; state.seq = 0; state.pending = []; state.pendingFrames = 0; state.sentAt.clear();
+function connect(onReady, resume = false) {
+  // resume: after a lost stream, audio captured meanwhile is kept and sent to the new one
+  state.ready = null; state.seq = 0; state.sentAt.clear();
+  if (!resume) { state.pending = []; state.pendingFrames = 0; }
   const ws = new WebSocket(wsURL());
   ws.binaryType = "arraybuffer";
   ws.onopen = () => ws.send(JSON.stringify({
@@ -227,9 +237,27 @@ function connect(onReady) {
     classes: "auto", subscribe: subscribed(), client: "page",
   }));
   ws.onmessage = (ev) => { onMessage(ev); if (state.ready && onReady) { const f = onReady; onReady = null; f(); } };
-  ws.onclose = (ev) => { if (state.streaming) finish(ev.reason ? `closed: ${ev.reason}` : "connection closed"); };
-  ws.onerror = () => setStatus("connection error", "error");
+  ws.onclose = (ev) => {
+    if (!state.streaming || state.ws !== ws) return;
+    if (RECONNECT_CODES.has(ev.code) && state.reconnects.length < MAX_RECONNECTS) return reconnect(ev);
+    finish(ev.reason ? `closed: ${ev.reason}` : "connection closed");
+  };
+  ws.onerror = () => { if (!state.streaming) setStatus("connection error", "error"); };
   state.ws = ws;
+}
+
+function reconnect(ev) {
+  // Behind Ray Serve the new connection lands on a live replica; the stream starts again with a fresh state.
+  const lost = state.lostReplica || (state.ready ? state.ready.replica : "?");
+  const record = { lost, code: ev.code, reason: ev.reason, replica: null };
+  state.reconnects.push(record); state.lostReplica = lost;
+  $("reconnects").textContent = String(state.reconnects.length);
+  setStatus(`replica ${lost} lost (${ev.reason || "close " + ev.code}); reconnecting…`, "reconnecting");
+  const delay = Math.min(2000, 200 * 2 ** (state.reconnects.length - 1));
+  setTimeout(() => connect(() => {
+    record.replica = state.ready.replica; state.lostReplica = null;
+    setStatus(`reconnected to replica ${record.replica} with a fresh state (replica ${lost} lost)`, "streaming");
+  }, true), delay);
 }
 
 async function startGraph(sourceNode) {
