@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from stream_s5.serve import protocol as P
 from stream_s5.serve.server import ServerOptions, create_app
 
-__all__ = ["RayOptions", "ReplicaLossMiddleware", "proxy_middlewares", "build_application", "deploy", "run_ray",
+__all__ = ["RayOptions", "ReplicaLossMiddleware", "proxy_middlewares", "build_application", "app_builder",
+           "serve_config", "deployment_settings", "deploy", "run_ray", "start_local_ray",
            "PROXY_CALLBACK_ENV", "PROXY_CALLBACK"]
 
 APP_NAME = "stream_s5"
@@ -53,6 +54,7 @@ class RayOptions:
     queued_requests: int = 8  # waiting in the proxy while every replica is at its limit; beyond → HTTP 503
     drain_poll_s: float = 1.0  # how often a replica asks the controller whether it is being stopped
     local_cpus: int | None = None  # CPUs of the local Ray (default: the machine's)
+    downscale_delay_s: float = 60.0  # with autoscale: load below target this long before a replica goes
     app_name: str = APP_NAME
 
     def check(self):
@@ -141,6 +143,28 @@ def _replica_app(options: ServerOptions, poll_s: float):
     return create_app(options, background=[lambda server: watch_for_stop(server, poll_s)])
 
 
+def deployment_settings(options: ServerOptions, ray_options: RayOptions) -> dict:
+    """The Serve deployment's settings (the `deployments:` entry of a Serve config, and of the KubeRay
+    manifest in deploy/): replicas or autoscaling, per-replica admission and resources, drain timing."""
+    settings = dict(
+        name="StreamServer",
+        max_ongoing_requests=options.max_streams + ray_options.spare_requests,
+        max_queued_requests=ray_options.queued_requests,
+        ray_actor_options={"num_cpus": ray_options.cpus_per_replica, "num_gpus": ray_options.gpus_per_replica},
+        graceful_shutdown_wait_loop_s=0.5,
+        graceful_shutdown_timeout_s=options.drain_grace_s + 10.0,  # after the drain's own closes
+    )
+    if ray_options.autoscale is not None:
+        lo, hi = ray_options.autoscale
+        settings["autoscaling_config"] = {
+            "min_replicas": lo, "initial_replicas": max(lo, 1), "max_replicas": hi,
+            "target_ongoing_requests": max(1.0, 0.75 * options.max_streams),
+            "upscale_delay_s": 5.0, "downscale_delay_s": ray_options.downscale_delay_s}
+    else:
+        settings["num_replicas"] = ray_options.replicas
+    return settings
+
+
 def build_application(options: ServerOptions, ray_options: RayOptions):
     """The Ray Serve application: one deployment of `StreamServer` replicas."""
     from ray import serve
@@ -151,37 +175,54 @@ def build_application(options: ServerOptions, ray_options: RayOptions):
     def build():  # runs in each replica (Ray pickles this closure with the options)
         return _replica_app(options, ray_options.drain_poll_s)
 
-    config = dict(
-        name="StreamServer",
-        max_ongoing_requests=options.max_streams + ray_options.spare_requests,
-        max_queued_requests=ray_options.queued_requests,
-        ray_actor_options={"num_cpus": ray_options.cpus_per_replica, "num_gpus": ray_options.gpus_per_replica},
-        graceful_shutdown_wait_loop_s=0.5,
-        graceful_shutdown_timeout_s=options.drain_grace_s + 10.0,  # after the drain's own closes
-    )
-    if ray_options.autoscale is not None:
-        lo, hi = ray_options.autoscale
-        config["autoscaling_config"] = {
-            "min_replicas": lo, "initial_replicas": max(lo, 1), "max_replicas": hi,
-            "target_ongoing_requests": max(1.0, 0.75 * options.max_streams),
-            "upscale_delay_s": 5.0, "downscale_delay_s": 60.0}
-    else:
-        config["num_replicas"] = ray_options.replicas
-    return serve.deployment(serve.ingress(build)(), **config).bind()
+    settings = deployment_settings(options, ray_options)
+    return serve.deployment(serve.ingress(build)(), **settings).bind()
+
+
+def app_builder(args: dict):
+    """Serve config entry point (`import_path: stream_s5.serve.ray_app:app_builder`): `args` holds
+    "server" (ServerOptions fields) and "ray" ({"drain_poll_s"}); scale comes from the config's
+    `deployments:` entry."""
+    server = dict(args.get("server", {}))
+    server["allowed_origins"] = tuple(server.get("allowed_origins", ()))
+    return build_application(ServerOptions(**server), RayOptions(**args.get("ray", {})))
+
+
+def serve_config(options: ServerOptions, ray_options: RayOptions) -> dict:
+    """The declarative Serve config of this deployment (what `serve deploy` and KubeRay's RayService
+    take). Deployed this way, a change of replicas alone scales in place: Ray keeps the running replicas
+    (an imperative `serve.run` would replace them all)."""
+    # args hold only what a replica needs: a change of scale alone leaves them (and the code version) as
+    # they were, so Ray scales in place
+    ray_fields = {"drain_poll_s": ray_options.drain_poll_s}
+    return {
+        "http_options": {"host": options.host, "port": options.port},
+        "applications": [{
+            "name": ray_options.app_name, "route_prefix": "/", "import_path": "stream_s5.serve.ray_app:app_builder",
+            "args": {"server": dataclasses.asdict(options), "ray": ray_fields},
+            "deployments": [deployment_settings(options, ray_options)],
+        }],
+    }
 
 
 def deploy(options: ServerOptions, ray_options: RayOptions, timeout_s: float = 120.0):
-    """Start Serve's proxy on options.host:options.port (if not running) and (re)deploy the application;
-    returns when every replica is up. Calling it again with other replica settings scales in place."""
+    """Start Serve's proxy on options.host:options.port (if not running) and apply this deployment's
+    config; returns when it is running. Calling it again with other replica settings scales in place."""
     from ray import serve
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
 
-    serve.start(http_options={"host": options.host, "port": options.port})
-    app = build_application(options, ray_options)
-    serve.run(app, name=ray_options.app_name, route_prefix="/", blocking=False)
+    options.check()
+    ray_options.check()
+    config = serve_config(options, ray_options)
+    client = serve_start(http_options=config["http_options"])
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": config["applications"]}))
     deadline = time.monotonic() + timeout_s
+    time.sleep(0.5)  # the controller takes the new config first
     while True:
         status = serve.status().applications.get(ray_options.app_name)
-        if status is not None and status.status == "RUNNING":
+        if status is not None and status.status == "RUNNING" and all(
+                d.status == "HEALTHY" for d in status.deployments.values()):
             return status
         if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
             raise RuntimeError(f"the Ray Serve application failed: {status.message}")

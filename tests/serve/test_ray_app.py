@@ -1,0 +1,47 @@
+"""The Ray Serve application's settings and CLI checks, without starting Ray (test_ray.py runs it)."""
+
+import json
+
+import pytest
+
+from stream_s5.cli import main
+from stream_s5.serve.ray_app import RayOptions, deployment_settings, serve_config
+from stream_s5.serve.server import ServerOptions
+
+
+def test_a_replica_admits_its_stream_capacity_plus_a_spare_and_drains_before_ray_kills_it():
+    s = deployment_settings(ServerOptions(max_streams=12, drain_grace_s=20.0), RayOptions(replicas=3, gpus_per_replica=0.5))
+    assert s["num_replicas"] == 3 and "autoscaling_config" not in s
+    assert s["max_ongoing_requests"] == 14 and s["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.5}
+    assert s["graceful_shutdown_timeout_s"] > 20.0
+
+
+def test_autoscaling_follows_open_streams():
+    s = deployment_settings(ServerOptions(max_streams=16), RayOptions(autoscale=(1, 4)))
+    a = s["autoscaling_config"]
+    assert "num_replicas" not in s and (a["min_replicas"], a["max_replicas"]) == (1, 4)
+    assert a["target_ongoing_requests"] == 12.0  # 3/4 of a replica's streams
+
+
+def test_the_serve_config_keeps_scale_out_of_the_replicas_args():
+    """A change of replicas alone must not change the app's args: Ray would replace every replica."""
+    a = serve_config(ServerOptions(port=9000), RayOptions(replicas=2))
+    b = serve_config(ServerOptions(port=9000), RayOptions(replicas=5))
+    assert a["applications"][0]["args"] == b["applications"][0]["args"]
+    assert a["applications"][0]["deployments"] != b["applications"][0]["deployments"]
+    json.dumps(a)  # a plain JSON document, as `serve deploy` and KubeRay take it
+    assert a["applications"][0]["import_path"] == "stream_s5.serve.ray_app:app_builder"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "--replicas", "2"], "need --ray"),
+    (["serve", "--ray", "--port", "0"], "fixed --port"),
+    (["serve", "--ray", "--autoscale", "3:2"], "MIN must be"),
+    (["serve", "--ray", "--autoscale", "4"], "MIN:MAX"),
+    (["serve", "--ray", "--replicas", "2", "--autoscale", "1:2"], "not allowed with"),
+    (["serve", "--ray", "--host", "0.0.0.0"], "needs --token"),
+])
+def test_serve_ray_arguments_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
