@@ -41,6 +41,7 @@ __all__ = ["RayOptions", "ReplicaLossMiddleware", "proxy_middlewares", "build_ap
 APP_NAME = "stream_s5"
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 PROXY_CALLBACK = "stream_s5.serve.ray_app:proxy_middlewares"
+TOKEN_ENV = "STREAM_S5_TOKEN"
 
 
 @dataclass
@@ -181,10 +182,12 @@ def build_application(options: ServerOptions, ray_options: RayOptions):
 
 def app_builder(args: dict):
     """Serve config entry point (`import_path: stream_s5.serve.ray_app:app_builder`): `args` holds
-    "server" (ServerOptions fields) and "ray" ({"drain_poll_s"}); scale comes from the config's
-    `deployments:` entry."""
+    "server" (ServerOptions fields; the token may come from $STREAM_S5_TOKEN instead) and "ray"
+    ({"drain_poll_s"}); scale comes from the config's `deployments:` entry."""
     server = dict(args.get("server", {}))
     server["allowed_origins"] = tuple(server.get("allowed_origins", ()))
+    if not server.get("token") and os.environ.get(TOKEN_ENV):  # a secret, kept out of the config
+        server["token"] = os.environ[TOKEN_ENV]
     return build_application(ServerOptions(**server), RayOptions(**args.get("ray", {})))
 
 

@@ -45,3 +45,23 @@ def test_serve_ray_arguments_are_checked(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_kuberay_manifest_holds_a_valid_serve_config_for_this_package(monkeypatch):
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")
+    manifest = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    assert manifest["kind"] == "RayService"
+    config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    [app] = config["applications"]
+    assert app["import_path"] == "stream_s5.serve.ray_app:app_builder"
+    server = ServerOptions(**{**app["args"]["server"], "allowed_origins": (), "token": "from-the-secret"})
+    server.check()  # binding 0.0.0.0 is allowed with the secret's token
+    [dep] = app["deployments"]
+    assert dep["max_ongoing_requests"] == server.max_streams + RayOptions().spare_requests
+    assert dep["graceful_shutdown_timeout_s"] > server.drain_grace_s
+    envs = {e["name"] for e in manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "STREAM_S5_TOKEN"} <= envs
+    schema = pytest.importorskip("ray.serve.schema")
+    schema.ServeDeploySchema.model_validate(config)  # what KubeRay hands to Serve

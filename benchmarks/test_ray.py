@@ -1,0 +1,100 @@
+"""9. Ray Serve scale-out on this machine (docs/scaling.md): the driver of benchmarks/test_server.py
+(N real-time clients, threads of this process, each streaming a rotation of a real recording in 20 ms
+frames on an absolute schedule) against, in one run:
+- the plain server (one process, no Ray) — the reference for the lag Ray's proxy adds;
+- `stream-s5 serve --ray --replicas 1`, then `--replicas 2` (a local Ray on the same 2 cores).
+Per rung: lag p50/p99, the worst replica's pool-hop p50/p99 against the hop, outputs later than 100 ms,
+how the streams spread over replicas. "Sustained" = lag p99 ≤ 100 ms and no client fell behind. At N = 8
+on two replicas every client's events and audio are checked against a local `Engine`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import soundfile as sf
+
+from benchmarks.conftest import ROOT, bundle_info, machine_info, record
+from benchmarks.test_server import RECORDING, check_against_local, client_input, run_rung, start_server
+
+pytest.importorskip("ray.serve", reason="needs the ray extra")
+
+PLAIN_LADDER = (4, 8, 16)
+RAY_LADDER = {1: (4, 8, 12, 16), 2: (8, 12, 16, 20, 24)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ray_server(bundle, replicas: int, max_streams: int):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stream_s5", "serve", "--ray", "--replicas", str(replicas),
+                             "--port", str(port), "--max-streams", str(max_streams), "--model", str(bundle.path),
+                             "--max-speed", "1.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT)
+    t0 = time.monotonic()
+    for line in proc.stdout:
+        if line.startswith("open http://"):
+            return proc, f"ws://127.0.0.1:{port}/ws", time.monotonic() - t0
+        if time.monotonic() - t0 > 180:
+            break
+    proc.kill()
+    raise RuntimeError("stream-s5 serve --ray did not start")
+
+
+def ladder_on(url, x, rate, ladder, check_at=None, bundle=None):
+    rungs = []
+    for n in ladder:
+        rung, results = run_rung(url, x, rate, n)
+        rung["replicas_used"] = dict(Counter(r["stats"]["server"]["replica"] for r in results))
+        if n == check_at:
+            rung["max_abs_diff_vs_local"] = max(check_against_local(bundle, client_input(x, i, rate), rate, r["outs"])
+                                                for i, r in enumerate(results))
+            rung["events_equal_local"] = True
+        rungs.append(rung)
+        if not rung["sustained"] and len(rungs) >= 2 and not rungs[-2]["sustained"]:
+            break
+    return rungs
+
+
+def sustained(rungs):
+    return max([r["streams"] for r in rungs if r["sustained"]], default=0)
+
+
+@pytest.mark.benchmark(group="ray")
+def test_ray_serve_scale_out(benchmark, bundle):
+    x, rate = sf.read(RECORDING, dtype="float32")
+    hop_ms = 1000.0 * bundle.hop / bundle.sample_rate
+    result = {"hop_ms": hop_ms}
+    proc, url = start_server(bundle, 24)
+    try:
+        result["plain"] = ladder_on(url, x, rate, PLAIN_LADDER)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    for replicas, ladder in RAY_LADDER.items():
+        proc, url, started_s = start_ray_server(bundle, replicas, 16)
+        try:
+            rungs = ladder_on(url, x, rate, ladder, check_at=8 if replicas == 2 else None, bundle=bundle)
+        finally:
+            proc.terminate()
+            proc.wait(90)
+        result[f"ray_{replicas}"] = {"start_s": round(started_s, 1), "rungs": rungs}
+    for r in [*result["plain"], *result["ray_1"]["rungs"], *result["ray_2"]["rungs"]]:
+        r["hop_p99_within_hop"] = (r["server_hop_ms_p99"] or 0) <= hop_ms
+    plain = {r["streams"]: r for r in result["plain"]}
+    ray1 = {r["streams"]: r for r in result["ray_1"]["rungs"]}
+    result["ray_proxy_extra_lag_ms"] = {
+        n: {"p50": round(ray1[n]["lag_ms_p50"] - plain[n]["lag_ms_p50"], 2),
+            "p99": round(ray1[n]["lag_ms_p99"] - plain[n]["lag_ms_p99"], 2)} for n in (4, 8) if n in ray1 and n in plain}
+    result["sustained_streams"] = {"plain": sustained(result["plain"]), "ray_1_replica": sustained(result["ray_1"]["rungs"]),
+                                   "ray_2_replicas": sustained(result["ray_2"]["rungs"])}
+    benchmark.pedantic(lambda: None, rounds=1)
+    record(benchmark, **result, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
