@@ -98,3 +98,55 @@ def test_ray_serve_scale_out(benchmark, bundle):
                                    "ray_2_replicas": sustained(result["ray_2"]["rungs"])}
     benchmark.pedantic(lambda: None, rounds=1)
     record(benchmark, **result, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
+
+
+def _cpu_seconds(processes) -> float:
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except Exception:  # a process that ended
+            pass
+    return total
+
+
+def _ray_processes() -> dict:
+    import psutil
+
+    found: dict[str, list] = {}
+    for p in psutil.process_iter(["cmdline", "name"]):
+        text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
+        for key in ("ProxyActor", "ServeReplica", "ServeController", "raylet", "gcs_server"):
+            if key in text:
+                found.setdefault(key, []).append(p)
+    return found
+
+
+@pytest.mark.benchmark(group="ray")
+def test_cpu_per_process_at_eight_streams(benchmark, bundle):
+    """Where the CPU goes at 8 real-time streams: plain server vs two Ray replicas (+ proxy, controller)."""
+    import psutil
+
+    x, rate = sf.read(RECORDING, dtype="float32")
+    out = {}
+    for mode in ("plain", "ray_2_replicas"):
+        if mode == "plain":
+            proc, url = start_server(bundle, 16)
+            groups = {"server": [psutil.Process(proc.pid)]}
+        else:
+            proc, url, _ = start_ray_server(bundle, 2, 16)
+            groups = _ray_processes()
+        groups["clients"] = [psutil.Process()]
+        try:
+            before = {k: _cpu_seconds(v) for k, v in groups.items()}
+            t0 = time.monotonic()
+            rung, _ = run_rung(url, x, rate, 8)
+            wall = time.monotonic() - t0
+            busy = {k: round((_cpu_seconds(v) - before[k]) / wall, 2) for k, v in groups.items()}
+        finally:
+            proc.terminate()
+            proc.wait(90)
+        out[mode] = {"cores_busy": busy, "rung": rung}
+    benchmark.pedantic(lambda: None, rounds=1)
+    record(benchmark, **out, **bundle_info(bundle), **machine_info())
