@@ -295,6 +295,7 @@ class ResilientEngine:
         self._replay_size = 0
         self.open_events: dict[str, Event] = {}
         self.reconnects: list[dict] = []
+        self.gave_up = False  # no replica took a lost stream within the window: nothing more to try
         self.replicas = [self.remote.replica]
         self._lags: list[float] = []
 
@@ -349,10 +350,8 @@ class ResilientEngine:
         self.fed += x.shape[0]
         try:
             return self._shift(self.remote.feed(x))
-        except ServerError:
-            if not self._was_lost():
-                raise
-            return self._recover()
+        except ServerError as exc:
+            return self._take_up(exc)
 
     def flush(self) -> EngineOutput:
         outs = []
@@ -360,12 +359,25 @@ class ResilientEngine:
             try:
                 outs.append(self._shift(self.remote.flush()))
                 return merge_outputs(outs, self.offset)
-            except ServerError:
-                if not self._was_lost():
-                    raise
+            except ServerError as exc:
+                outs.append(self._take_up(exc))
+
+    def _take_up(self, exc: ServerError) -> EngineOutput:
+        """A call failed: if the stream was lost, go on in a new one (again if that is lost while the
+        input is replayed); anything else is raised."""
+        outs = []
+        while True:
+            if not self._was_lost():
+                raise exc
+            try:
                 outs.append(self._recover())
+                return merge_outputs(outs, self.offset)
+            except ServerError as again:
+                exc = again
 
     def _was_lost(self) -> bool:
+        if self.gave_up:
+            return False
         self.remote._done.wait(2.0)  # a failed send can come just before the receiver sees the close
         return self.remote.lost and len(self.reconnects) < self.max_reconnects
 
@@ -374,7 +386,7 @@ class ResilientEngine:
         warmed up on replayed input."""
         lost = self.remote
         outs = [self._shift(lost._take())]
-        emitted = self.offset + lost._emitted
+        emitted = max(self.offset + lost._emitted, self.trim_until)  # a stream lost while replaying gave less
         t_loss = emitted / self.rate
         closing = [Event(e.label, e.onset, t_loss, e.peak, t_loss) for e in self.open_events.values()]
         self.open_events.clear()
@@ -401,7 +413,7 @@ class ResilientEngine:
                     f"replaying {record['replayed_s']:.2f} s of input"
                     + (f"; {record['gap_s']:.2f} s of output lost" if record["gap_s"] else ""))
         for block in list(self._replay_from(resume_in)):
-            outs.append(self._shift(self.remote.feed(block)))  # a second loss here: raised to feed(), retried there
+            outs.append(self._shift(self.remote.feed(block)))  # a second loss here: _take_up tries again
         return merge_outputs(outs, emitted)
 
     def _connect_again(self, record: dict) -> RemoteEngine:
@@ -411,10 +423,12 @@ class ResilientEngine:
                 return RemoteEngine(**self._remote_args)
             except ServerError as exc:
                 if exc.code in self.NO_RETRY:
+                    self.gave_up = True
                     raise
                 last = exc
             time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             wait = min(2.0, wait * 2)
+        self.gave_up = True
         raise ServerError(f"replica {record['lost_replica']} lost ({record['reason'] or record['code']}) and no "
                           f"replica took the stream again within {self.window_s:g} s: {last}")
 
