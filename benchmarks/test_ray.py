@@ -9,7 +9,6 @@ on two replicas every client's events and audio are checked against a local `Eng
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,10 @@ from benchmarks.test_server import RECORDING, check_against_local, client_input,
 
 pytest.importorskip("ray.serve", reason="needs the ray extra")
 
+from tests.serve.test_ray import free_port  # noqa: E402
+
 PLAIN_LADDER = (4, 8, 16)
 RAY_LADDER = {1: (4, 8, 12, 16), 2: (8, 12, 16, 20, 24)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_ray_server(bundle, replicas: int, max_streams: int):

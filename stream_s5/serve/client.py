@@ -318,7 +318,8 @@ class ResilientEngine:
         start, length = max(start + cut, self.trim_until), length - cut
         backfill = []
         for b in out.backfill:
-            b_start, b_cut = b.start + self.offset, max(0, self.trim_until - b.start - self.offset)
+            b_start = b.start + self.offset
+            b_cut = max(0, self.trim_until - b_start)
             if b_cut < b.audio.size:
                 backfill.append(Backfill(b.label, b_start + b_cut, b.audio[b_cut:]))
         dt = self.offset / self.rate
@@ -391,12 +392,11 @@ class ResilientEngine:
         closing = [Event(e.label, e.onset, t_loss, e.peak, t_loss) for e in self.open_events.values()]
         self.open_events.clear()
         outs.append(EngineOutput(emitted, 0, {}, [], closing))
-        lags = list(lost.lags_ms)
+        self._lags.extend(lost.lags_ms)
         lost.close()
         record = {"at_input_s": self.fed / self.input_rate, "lost_replica": lost.replica, "code": lost.close_code,
                   "reason": lost.close_reason or lost.error or "", "closed_events": [e.label for e in closing]}
         self.remote = self._connect_again(record)
-        self._lags.extend(lags)
         # resume a little before the loss, on a sample that maps exactly to both rates
         step = self.rate // math.gcd(self.rate, self.input_rate)
         oldest = self._replay[0][0] if self._replay else self.fed

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from stream_s5.serve import protocol as P
-from stream_s5.serve.server import ServerOptions, create_app
+from stream_s5.serve.server import ServerOptions, create_app, open_line
 
 __all__ = ["RayOptions", "ReplicaLossMiddleware", "proxy_middlewares", "build_application", "app_builder",
            "serve_config", "deployment_settings", "deploy", "run_ray", "start_local_ray",
@@ -267,9 +267,7 @@ def run_ray(options: ServerOptions, ray_options: RayOptions, announce=lambda lin
                     if ray_options.autoscale else f"{ray_options.replicas} replica(s)")
         announce(f"stream-s5 serve --ray: {replicas} of {options.max_streams} streams, "
                  f"{'local Ray' if local else 'Ray at ' + ray_options.address}")
-        host = options.host if ":" not in options.host else f"[{options.host}]"
-        query = "?token=…" if options.token else ""
-        announce(f"open http://{host}:{options.port}/{query}  (WebSocket ws://{host}:{options.port}/ws)")
+        announce(open_line(options, options.port))
         while not stop.wait(0.2):
             pass
         announce("stopping: streams are closed with 1001")

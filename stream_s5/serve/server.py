@@ -530,6 +530,13 @@ def _uvicorn_config(app, options: ServerOptions):
                           ws_max_size=options.max_frame_bytes + P.HEADER.size + 1024, ws_per_message_deflate=False)
 
 
+def open_line(options: ServerOptions, port: int) -> str:
+    """The line that tells where the page and the WebSocket are (tests and scripts wait for it)."""
+    host = options.host if ":" not in options.host else f"[{options.host}]"
+    query = "?token=…" if options.token else ""
+    return f"open http://{host}:{port}/{query}  (WebSocket ws://{host}:{port}/ws)"
+
+
 def run_server(options: ServerOptions, announce=lambda line: print(line, flush=True)) -> int:
     """Serve until Ctrl-C; prints the page's URL once the socket is bound."""
     import uvicorn
@@ -545,13 +552,11 @@ def run_server(options: ServerOptions, announce=lambda line: print(line, flush=T
         if uv.started:
             port = uv.servers[0].sockets[0].getsockname()[1]
             server.port = port
-            host = options.host if ":" not in options.host else f"[{options.host}]"
-            query = "?token=…" if options.token else ""
             announce(f"stream-s5 serve: {server.pool.capacity} streams, bundle "
                      f"{server.bundle.manifest.get('name', server.bundle.path.name)}, replica {server.replica}")
             if server.capacity_warning:
                 announce(server.capacity_warning)
-            announce(f"open http://{host}:{port}/{query}  (WebSocket ws://{host}:{port}/ws)")
+            announce(open_line(options, port))
         await task
 
     asyncio.run(main())

@@ -19,6 +19,7 @@ from stream_s5.serve.server import ServerThread
 from tests.conftest import flatten
 from tests.serve.test_server import options
 from tests.test_multistream import stream_inputs
+from tests.test_streampool import engine_run
 
 
 def on_server_loop(server, coro_fn, timeout=10):
@@ -38,6 +39,21 @@ def full(buf, n):
     if buf is not None:
         out[: min(n, buf.size)] = buf[:n]
     return out
+
+
+def assert_continues_after_loss(bundle, x, outs, record) -> dict:
+    """One output timeline as long as the input: up to the loss what a local Engine gives, after it
+    what a fresh local Engine gives on the input from the resume point. → audio per class."""
+    assert contiguous(outs) == len(x) and outs[-1].final
+    audio = flatten(outs)[0]
+    emitted, resume, n = round(record["lost_at_s"] * 16000), round(record["resumed_at_s"] * 16000), len(x)
+    before, after = engine_run(bundle, x)[0], engine_run(bundle, x[resume:])[0]
+    for label in set(audio) | set(before):
+        got = full(audio.get(label), n)
+        np.testing.assert_allclose(got[:emitted], full(before.get(label), n)[:emitted], atol=1e-6)
+        want = np.concatenate([np.zeros(resume, np.float32), full(after.get(label), n - resume)])
+        np.testing.assert_allclose(got[emitted:], want[emitted:], atol=1e-6)
+    return audio
 
 
 def contiguous(outs):
@@ -72,30 +88,12 @@ def test_a_lost_stream_goes_on_where_it_stopped_with_a_warmed_up_fresh_state(toy
     assert record["gap_s"] == 0 and emitted - resume == 16000  # resumed warmup_s before the loss
     assert record["replayed_s"] == pytest.approx(record["at_input_s"] - record["resumed_at_s"])
     assert 3 * 16000 < emitted <= 16000 * 5 + 800
-    # one output timeline, as long as the input
-    assert contiguous(outs) == len(x) and outs[-1].final
-    audio, _, events, _ = flatten(outs)
-    ref_before = flatten(_engine(toy_bundle, x))[0]
-    ref_after = flatten(_engine(toy_bundle, x[resume:]))[0]
-    n = len(x)
-    for label, a in audio.items():
-        before = full(ref_before.get(label), n)
-        after = np.concatenate([np.zeros(resume, np.float32), full(ref_after.get(label), n - resume)])
-        a = full(a, n)
-        np.testing.assert_allclose(a[:emitted], before[:emitted], atol=1e-6)
-        np.testing.assert_allclose(a[emitted:], after[emitted:], atol=1e-6)
+    audio = assert_continues_after_loss(toy_bundle, x, outs, record)
+    events = flatten(outs)[2]
     assert audio  # something was separated
     onsets = [e for e in events if e[2] is None]
     closed = {(e[0], e[1]) for e in events if e[2] is not None}
     assert all((label, onset) in closed for label, onset, *_ in onsets)  # every onset got its end
-
-
-def _engine(bundle, x):
-    from stream_s5.engine import Engine
-    from tests.test_streampool import OPTS
-
-    eng = Engine(str(bundle), classes="auto", device="cpu", input_rate=16000, input_channels=1, options=OPTS)
-    return [eng.feed(x[i : i + 1000]) for i in range(0, len(x), 1000)] + [eng.flush()]
 
 
 def test_draining_lets_short_streams_finish_and_closes_the_rest_with_a_reason(toy_bundle):

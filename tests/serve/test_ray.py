@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 pytest.importorskip("ray.serve", reason="Ray Serve is the optional extra: pip install -e '.[ray]'")
@@ -19,9 +18,9 @@ pytest.importorskip("ray.serve", reason="Ray Serve is the optional extra: pip in
 from stream_s5.serve import protocol as P  # noqa: E402
 from stream_s5.serve.client import RemoteEngine, ResilientEngine, ServerError  # noqa: E402
 from tests.conftest import flatten  # noqa: E402
-from tests.serve.test_client import _engine, contiguous, full  # noqa: E402
+from tests.serve.test_client import assert_continues_after_loss  # noqa: E402
 from tests.test_multistream import stream_inputs  # noqa: E402
-from tests.test_streampool import assert_same_stream  # noqa: E402
+from tests.test_streampool import assert_same_stream, engine_run  # noqa: E402
 
 RATE = 16000
 
@@ -121,22 +120,12 @@ def test_two_replicas_serve_eight_clients_like_local_engines_and_survive_a_kille
             x = xs[i]
             if first[i] != victim:  # untouched: exactly what a local engine gives
                 assert eng.reconnects == [] and notes[i] == []
-                assert_same_stream(flatten(_engine(toy_bundle, x)), flatten(outs[i]))
+                assert_same_stream(engine_run(toy_bundle, x), flatten(outs[i]))
                 continue
             [record] = eng.reconnects
             assert record["code"] == P.CLOSE["replica_lost"] and victim in record["reason"], record
             assert record["replica"] != victim and "reconnected" in notes[i][0]
-            # one timeline as long as the input: before the loss the lost replica's output, after it a fresh
-            # engine's output on the input from the resume point
-            assert contiguous(outs[i]) == len(x) and outs[i][-1].final
-            audio = flatten(outs[i])[0]
-            emitted, resume = round(record["lost_at_s"] * RATE), round(record["resumed_at_s"] * RATE)
-            before, after = flatten(_engine(toy_bundle, x))[0], flatten(_engine(toy_bundle, x[resume:]))[0]
-            for label in set(audio) | set(before):
-                got = full(audio.get(label), len(x))
-                np.testing.assert_allclose(got[:emitted], full(before.get(label), len(x))[:emitted], atol=1e-6)
-                want = np.concatenate([np.zeros(resume, np.float32), full(after.get(label), len(x) - resume)])
-                np.testing.assert_allclose(got[emitted:], want[emitted:], atol=1e-6)
+            assert_continues_after_loss(toy_bundle, x, outs[i], record)
         for eng in engines:
             eng.close()
         wait_idle(server.port, replicas=2)
