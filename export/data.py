@@ -55,13 +55,27 @@ def _scene_seed(seed: int, worker: int, stream: int, index: int) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, worker: int, stream: int,
-                  p_real: float | None = None):
+def scene_maker(scene_cfg: SceneConfig, soundbank_dir, seed: int, p_real: float | None = None, dcase: dict | None = None):
+    """seed → Scene: the project's generator over a soundbank, or, with `dcase` ({"root", "split"}), the
+    official DCASE 2025 Task 4 recipe over a development set (`export.dcase`) at the scene config's rate,
+    channel count (1: the reference channel) and duration."""
+    if dcase:
+        from export.dcase import DcaseRecipe, DcaseSceneGenerator, DevSet
+
+        recipe = DcaseRecipe(duration=scene_cfg.duration, p_no_target=float(dcase.get("p_no_target", 0.0)))
+        generator = DcaseSceneGenerator(DevSet.open(dcase["root"], dcase.get("split", "train")), sr=scene_cfg.sr,
+                                        channels=scene_cfg.channels, recipe=recipe)
+        return generator.scene
     soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed, p_real)
+    return lambda scene_seed: generate_scene(scene_cfg, scene_seed, soundbank)
+
+
+def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, worker: int, stream: int,
+                  p_real: float | None = None, dcase: dict | None = None):
+    make = scene_maker(scene_cfg, soundbank_dir, seed, p_real, dcase)
     index = 0
     while True:
-        scene_seed = _scene_seed(seed, worker, stream, index)
-        out_queue.put(_record(generate_scene(scene_cfg, scene_seed, soundbank)))
+        out_queue.put(_record(make(_scene_seed(seed, worker, stream, index))))
         index += 1
 
 
@@ -71,7 +85,7 @@ class ScenePool:
     which a run starts or resumes) is a separate sequence of scene seeds."""
 
     def __init__(self, scene_cfg: SceneConfig, soundbank_dir: str | None, seed: int, size: int,
-                 workers: int = 1, stream: int = 0, p_real: float | None = None):
+                 workers: int = 1, stream: int = 0, p_real: float | None = None, dcase: dict | None = None):
         self.scene_cfg, self.seed, self.size, self.stream = scene_cfg, seed, size, stream
         self.rng = np.random.default_rng([seed, 2, stream])
         self.pool: list[SceneRecord] = []
@@ -82,13 +96,13 @@ class ScenePool:
             ctx = mp.get_context("fork")
             self.queue = ctx.Queue(maxsize=min(4 * size, 256))  # bounded: scenes are ~1 MB each
             for w in range(workers):
-                proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, stream, p_real),
+                proc = ctx.Process(target=_scene_worker, args=(self.queue, scene_cfg, soundbank_dir, seed, w, stream, p_real, dcase),
                                    daemon=True)
                 proc.start()
                 self._procs.append(proc)
         else:
             self.queue = None
-            self.soundbank = open_soundbank(soundbank_dir, scene_cfg.sr, seed, p_real)
+            self.make = scene_maker(scene_cfg, soundbank_dir, seed, p_real, dcase)
         while len(self.pool) < size:
             self.pool.append(self._next())
 
@@ -96,7 +110,7 @@ class ScenePool:
         if self.queue is None:
             scene_seed = _scene_seed(self.seed, 0, self.stream, self._inline_index)
             self._inline_index += 1
-            return _record(generate_scene(self.scene_cfg, scene_seed, self.soundbank))
+            return _record(self.make(scene_seed))
         try:
             record = self.queue.get(timeout=600)  # a worker that makes nothing for 10 min has died
         except queue.Empty:

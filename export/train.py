@@ -184,11 +184,20 @@ def train(args) -> Path:
         preset["p_real"] = args.p_real
     scene_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
                             room=args.channels > 1, **preset.get("scene", {}))
-    soundbank_dir = ensure_soundbank(args, preset)
+    dcase = None
+    if args.dcase:
+        from export.dcase import DevSet
+
+        devset = DevSet.open(args.dcase, args.dcase_split)  # a wrong folder fails here, with its reason
+        dcase = {"root": str(devset.root), "split": args.dcase_split, "p_no_target": args.dcase_p_no_target,
+                 "material": devset.describe()}
+        soundbank_dir = None
+    else:
+        soundbank_dir = ensure_soundbank(args, preset)
     p_real = preset.get("p_real") if soundbank_dir else None
     # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
     pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
-                     stream=step, p_real=p_real)
+                     stream=step, p_real=p_real, dcase=dcase)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     sed.to(device), sep.to(device)
     for opt in (opt_sed, opt_sep):  # optimiser state follows its parameters (resume on another device)
@@ -203,7 +212,7 @@ def train(args) -> Path:
     rng = np.random.default_rng([args.seed, 3, step])
     sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
     recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
-              "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "threads": args.threads,
+              "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "dcase": dcase, "threads": args.threads,
               "init": args.init, "device": device.type, "amp": str(amp_dtype) if amp_dtype else None}
 
     def snapshot():
@@ -311,6 +320,13 @@ def parse_args(argv=None):
     p.add_argument("--absent-floor-db", type=float, default=None,
                    help="level below the mixture at which an absent class's output counts as silent (preset's if not given)")
     p.add_argument("--soundbank", default=None, help="a soundbank folder of real material (<Class>/*.wav, …)")
+    p.add_argument("--dcase", default=None, metavar="DEV_SET",
+                   help="train on scenes generated on the fly from a DCASE 2025 Task 4 development set (its dev_set folder: "
+                        "sound_event/, interference/, noise/, room_ir/) by the official recipe; --channels 4 "
+                        "--sample-rate 32000 for the spatial model, --channels 1 for the reference-channel variant")
+    p.add_argument("--dcase-split", choices=["train", "valid"], default="train")
+    p.add_argument("--dcase-p-no-target", type=float, default=0.0,
+                   help="share of generated scenes without a target (the official recipe has none)")
     p.add_argument("--cache", default="cache", help="where the procedural soundbank is rendered")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; optimiser and step start fresh)")
     p.add_argument("--p-real", type=float, default=None,
@@ -323,7 +339,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    train(parse_args(argv))
+    from export.dcase import DevSetError
+
+    try:
+        train(parse_args(argv))
+    except DevSetError as exc:
+        raise SystemExit(f"export.train: {exc}") from None
 
 
 if __name__ == "__main__":
