@@ -466,10 +466,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sr", type=int, default=32000)
     p.add_argument("--test-scenes", type=int, default=ReplicaSize().test_scenes)
-    p.add_argument("--clips-per-class", type=int, default=3, help="train clips per class (valid gets a third, at least 1)")
+    p.add_argument("--clips-per-class", type=int, default=3, help="train clips per class")
+    p.add_argument("--valid-clips-per-class", type=int, default=1, help="valid clips per class (the test scenes use these)")
+    p.add_argument("--rooms", type=int, default=2, help="simulated rooms in train and in valid (4 positions each)")
     args = p.parse_args(argv)
-    size = ReplicaSize(test_scenes=args.test_scenes,
-                       clips_per_class={"train": args.clips_per_class, "valid": max(1, args.clips_per_class // 3)})
+    size = ReplicaSize(test_scenes=args.test_scenes, rooms={"train": args.rooms, "valid": args.rooms},
+                       noise_files={"train": args.rooms, "valid": args.rooms},
+                       clips_per_class={"train": args.clips_per_class, "valid": args.valid_clips_per_class})
     dev = write_replica(args.out, seed=args.seed, sr=args.sr, size=size)
     print(f"wrote {dev}")
     return 0

@@ -44,6 +44,7 @@ class SedConfig:
     ff_mult: int = 2
     n_classes: int = N_CLASSES
     dropout: float = 0.1
+    fmax: float | None = None  # top of the mel bank (None: Nyquist); 8000 keeps a 32 kHz SED's features those of a 16 kHz one
 
     @property
     def n_frames(self) -> int:
@@ -164,7 +165,7 @@ class SedNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("stft_window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, fmax=cfg.fmax)), persistent=False)
         self.input_norm = nn.BatchNorm1d(cfg.n_mels)
         self.patch_embed = nn.Linear(cfg.n_mels * cfg.patch_frames, cfg.dim)
         self.pos = nn.Parameter(torch.zeros(1, cfg.n_patches, cfg.dim))

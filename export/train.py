@@ -55,6 +55,12 @@ PRESETS: dict[str, dict] = {
                  soundbank_clips=0, sed_updates=2, fresh_scenes=12, absent_weight=1.0, absent_floor_db=-30.0,
                  p_real=0.6, p_channel=0.7, spec_augment=(2, 8, 2, 10),
                  scene=dict(p_no_target=0.25, noise_level_db=(-50.0, -20.0), p_room=0.25, max_interferers=3)),
+    # The 4-channel 32 kHz spatial bundle (`--channels 4 --sample-rate 32000 --transfer checkpoints/full.pt`):
+    # room-simulated scenes (every scene in a simulated room, tetrahedral array), the default's SED and
+    # separator core carried over, a gentler rate than from scratch.
+    "spatial": dict(steps=3000, sed=dict(), separator=dict(), sed_batch=32, sep_batch=16, sep_seconds=2.048,
+                    scene_seconds=4.0, pool=512, workers=1, lr=6e-4, warmup=100, checkpoint_every=100,
+                    soundbank_clips=0, sed_updates=1, fresh_scenes=12, absent_weight=1.0, absent_floor_db=-12.0),
 }
 
 
@@ -111,9 +117,25 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def build_config(preset: dict, args) -> ModelConfig:
-    sed = SedConfig(sample_rate=args.sample_rate, **preset["sed"])
-    sep = SeparatorConfig(sample_rate=args.sample_rate, channels=args.channels, guidance=args.guidance, **preset["separator"])
+    """The default architecture at `--sample-rate`: every length given in samples at 16 kHz is scaled, so that
+    windows and hops keep their durations; above 16 kHz the SED's mel bank stops at 8 kHz, so that its
+    features (and weights, `--transfer`) are those of a 16 kHz SED while the separator sees the full band."""
+    k = args.sample_rate // 16000 if args.sample_rate % 16000 == 0 else 1
+    sed_scaled = dict(window=20480 * k, n_fft=512 * k, win_length=400 * k, mel_hop=160 * k, fmax=8000.0) if k > 1 else {}
+    sep_scaled = dict(n_fft=256 * k, hop=128 * k) if k > 1 else {}
+    sed = SedConfig(sample_rate=args.sample_rate, **{**sed_scaled, **preset["sed"]})
+    sep = SeparatorConfig(sample_rate=args.sample_rate, channels=args.channels, guidance=args.guidance,
+                          **{**sep_scaled, **preset["separator"]})
     return ModelConfig(sed=sed, separator=sep)
+
+
+def transfer_weights(module: torch.nn.Module, source: dict) -> list[str]:
+    """Copy every tensor of `source` whose name and shape match into `module`; returns the names left fresh
+    (e.g. a spatial separator's input layer, which sees four channels and twice the frequency bins)."""
+    own = module.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(matched, strict=False)
+    return sorted(set(own) - set(matched))
 
 
 def save_checkpoint(path: Path, state: dict):
@@ -164,6 +186,11 @@ def train(args) -> Path:
         sed.load_state_dict(init_state["sed"])
         sep.load_state_dict(init_state["separator"])
         print(f"initialised from {args.init} (step {init_state['step']})", flush=True)
+    elif args.transfer and not (args.resume and ckpt_path.exists()):
+        source = torch.load(args.transfer, weights_only=True, map_location="cpu")
+        fresh = transfer_weights(sed, source["sed"]) + transfer_weights(sep, source["separator"])
+        print(f"weights from {args.transfer} (step {source['step']}) where shapes match; fresh: {', '.join(fresh) or 'none'}",
+              flush=True)
     opt_sed = torch.optim.AdamW(sed.parameters(), lr=preset["lr"], weight_decay=0.01)
     opt_sep = torch.optim.AdamW(sep.parameters(), lr=preset["lr"], weight_decay=0.01)
     step, elapsed = 0, 0.0
@@ -328,6 +355,9 @@ def parse_args(argv=None):
     p.add_argument("--dcase-p-no-target", type=float, default=0.0,
                    help="share of generated scenes without a target (the official recipe has none)")
     p.add_argument("--cache", default="cache", help="where the procedural soundbank is rendered")
+    p.add_argument("--transfer", default=None,
+                   help="start from this checkpoint's weights wherever name and shape match this run's model (e.g. the "
+                        "mono 16 kHz model into a 4-channel 32 kHz one); the rest starts fresh")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; optimiser and step start fresh)")
     p.add_argument("--p-real", type=float, default=None,
                    help="with --soundbank: share of targets drawn from its recordings, the rest procedural (preset's if not given)")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Bundle", "BundleError", "load_bundle", "default_bundle_path", "update_manifest", "validate_manifest",
+__all__ = ["Bundle", "BundleError", "load_bundle", "default_bundle_path", "shipped_bundles", "resolve_bundle_path", "update_manifest", "validate_manifest",
            "BUNDLE_FORMAT", "SCHEMA_PATH"]
 
 BUNDLE_FORMAT = "stream_s5.bundle/1"
@@ -33,6 +33,23 @@ class BundleError(ValueError):
 
 def default_bundle_path() -> Path:
     return Path(__file__).parent / "models" / "default"
+
+
+def shipped_bundles() -> dict[str, Path]:
+    """Bundles shipped with the package, by name: "default" (mono 16 kHz) and "spatial" (4-channel 32 kHz)."""
+    root = Path(__file__).parent / "models"
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "bundle.json").is_file()}
+
+
+def resolve_bundle_path(path: str | Path | None) -> Path:
+    """A folder, or the name of a shipped bundle (a bare name that is not a folder here), or the default."""
+    if path is None:
+        return default_bundle_path()
+    folder = Path(path)
+    shipped = shipped_bundles()
+    if not folder.exists() and str(path) in shipped:
+        return shipped[str(path)]
+    return folder
 
 
 @dataclass(frozen=True)
@@ -166,10 +183,11 @@ def _inside(folder: Path, name: str) -> Path:
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
-    folder = Path(path) if path is not None else default_bundle_path()
+    folder = resolve_bundle_path(path)
     manifest_path = folder / "bundle.json"
     if not manifest_path.is_file():
-        raise BundleError(f"{folder}: not a model bundle (no bundle.json)")
+        names = ", ".join(shipped_bundles())
+        raise BundleError(f"{folder}: not a model bundle (no bundle.json); shipped bundles by name: {names}")
     manifest = _read_manifest(manifest_path)
     problems = validate_manifest(manifest)
     if problems:

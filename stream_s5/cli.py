@@ -82,7 +82,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="mic", help="mic | demo | PATH to an audio file (default: mic)")
     p.add_argument("--classes", default="auto", help="auto, or a comma-separated list such as Speech,Doorbell")
     p.add_argument("--output", default=None, help="folder for <Class>.wav, events.jsonl, summary.json")
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
+    p.add_argument("--model", default=None, help="model bundle folder, or a shipped bundle by name: default (mono 16 kHz), spatial (4-channel 32 kHz)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in --output (otherwise such a folder is refused)")
     p.add_argument("--refine", type=_refine_arg, default=None,
@@ -115,7 +115,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs --token)")
     p.add_argument("--port", type=_ranged(int, 0, 65535), default=8765, help="TCP port (0: any free port)")
     p.add_argument("--max-streams", type=_ranged(int, 1, 4096), default=16, help="streams served at once; more are refused")
-    p.add_argument("--model", default=None, help="model bundle folder (default: the bundled model)")
+    p.add_argument("--model", default=None, help="model bundle folder, or a shipped bundle by name: default (mono 16 kHz), spatial (4-channel 32 kHz)")
     p.add_argument("--refine", type=_refine_arg, default=None, help="refinement passes K, or 'auto'")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=_THREADS, default=1, help="ONNX Runtime intra-op threads")

@@ -178,3 +178,16 @@ def test_update_manifest_refuses_an_edit_that_breaks_the_bundle(bundle_copy):
 
 def test_the_default_manifest_is_valid():
     assert validate_manifest(load_bundle().manifest) == []
+
+
+def test_shipped_bundles_load_by_name(tmp_path, monkeypatch):
+    from stream_s5.bundle import BundleError, load_bundle, shipped_bundles
+
+    assert "default" in shipped_bundles()
+    assert load_bundle("default").path == load_bundle().path
+    if "spatial" in shipped_bundles():
+        spatial = load_bundle("spatial")
+        assert (spatial.channels, spatial.sample_rate) == (4, 32000)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BundleError, match="shipped bundles by name: default"):
+        load_bundle("no-such-bundle")

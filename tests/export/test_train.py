@@ -86,3 +86,39 @@ def test_mixed_precision_fine_tuning_from_a_checkpoint_with_real_material(tmp_pa
     assert recipe["init"] == str(first / "checkpoint.pt") and recipe["amp"] == "torch.bfloat16"
     assert recipe["p_real"] == 0.5 and recipe["device"] in ("cpu", "cuda")
     assert all(torch.isfinite(v).all() for v in state["sed"].values() if v.is_floating_point())
+
+
+def test_a_32k_config_keeps_the_durations_and_the_sed_features_of_16k():
+    from export.models import SedNet
+    from export.train import PRESETS, build_config, parse_args
+
+    low = build_config(PRESETS["full"], parse_args(["--out", "x"]))
+    high = build_config(PRESETS["full"], parse_args(["--out", "x", "--sample-rate", "32000", "--channels", "4"]))
+    assert high.sed.window / 32000 == low.sed.window / 16000 and high.sed.frame_hop / 32000 == low.sed.frame_hop / 16000
+    assert high.separator.hop / 32000 == low.separator.hop / 16000 and high.separator.channels == 4
+    assert (high.sed.n_patches, high.sed.fmax) == (low.sed.n_patches, 8000.0)
+    # same mel bands: a 1 kHz tone lands in the same mel bin at both rates
+    import torch
+
+    def peak_bin(cfg, rate):
+        net = SedNet(cfg).eval()
+        t = torch.arange(cfg.window) / rate
+        return int(net.log_mel(torch.sin(2 * torch.pi * 1000 * t)[None]).mean(-1).argmax())
+
+    assert peak_bin(high.sed, 32000) == peak_bin(low.sed, 16000)
+
+
+def test_transfer_copies_matching_weights_and_leaves_the_rest_fresh(tmp_path):
+    import torch
+
+    from export.models import SeparatorNet
+    from export.train import PRESETS, build_config, parse_args, transfer_weights
+
+    mono = SeparatorNet(build_config(PRESETS["full"], parse_args(["--out", "x"])).separator)
+    spatial = SeparatorNet(build_config(PRESETS["full"], parse_args(["--out", "x", "--sample-rate", "32000",
+                                                                     "--channels", "4"])).separator)
+    before = {k: v.clone() for k, v in spatial.state_dict().items()}
+    fresh = transfer_weights(spatial, mono.state_dict())
+    assert {"in_proj.weight", "out.2.weight"} <= set(fresh) and "gru.weight_hh_l0" not in fresh
+    assert torch.equal(spatial.state_dict()["gru.weight_hh_l0"], mono.state_dict()["gru.weight_hh_l0"])
+    assert torch.equal(spatial.state_dict()["in_proj.weight"], before["in_proj.weight"])
