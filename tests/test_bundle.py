@@ -185,9 +185,8 @@ def test_shipped_bundles_load_by_name(tmp_path, monkeypatch):
 
     assert "default" in shipped_bundles()
     assert load_bundle("default").path == load_bundle().path
-    if "spatial" in shipped_bundles():
-        spatial = load_bundle("spatial")
-        assert (spatial.channels, spatial.sample_rate) == (4, 32000)
+    spatial = load_bundle("spatial")
+    assert (spatial.channels, spatial.sample_rate) == (4, 32000)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BundleError, match="shipped bundles by name: default"):
         load_bundle("no-such-bundle")
