@@ -18,7 +18,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
