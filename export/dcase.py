@@ -215,7 +215,6 @@ class DcaseSceneGenerator:
         self.recipe = recipe or DcaseRecipe()
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_bytes, self._cache_limit = 0, int(cache_mb * 2**20)
-        self._rooms: OrderedDict[Path, np.ndarray] = OrderedDict()
 
     # -- file access (decoded, resampled, cached) ----------------------------------------------
 

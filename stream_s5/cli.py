@@ -435,21 +435,16 @@ def _run_dcase_eval(args) -> int:
     from rich.progress import Progress
 
     from stream_s5.bundle import BundleError, load_bundle
-    from stream_s5.dcase import DcaseLayoutError, DcaseOptions, read_test_folder, score_dcase
+    from stream_s5.dcase import DcaseLayoutError, DcaseOptions, score_dcase
     from stream_s5.sinks import strict_json
 
     opts = DcaseOptions(rate=args.dcase_rate or None, channels=args.dcase_channels or None, refine=args.refine,
                         threads=args.threads, mono_input=args.mono_input, write_estimates=args.write_estimates, limit=args.limit,
                         max_classes=args.max_classes or None)
     try:
-        items = read_test_folder(args.dcase, opts.rate, opts.channels)
         bundle = load_bundle(args.model)
-    except (DcaseLayoutError, BundleError) as exc:
+    except BundleError as exc:
         print(f"stream-s5 eval: {exc}", file=sys.stderr)
-        return 2
-    if bundle.channels > 1 and bundle.channels != items[0].channels:
-        print(f"stream-s5 eval: the bundle takes {bundle.channels} channels, the soundscapes have {items[0].channels}",
-              file=sys.stderr)
         return 2
     if args.write_estimates:
         est = Path(args.write_estimates)
@@ -457,10 +452,14 @@ def _run_dcase_eval(args) -> int:
             print(f"stream-s5 eval: {est} exists and holds .wav files (or is not a folder): estimates from another run "
                   "would be scored with these; give an empty or new folder", file=sys.stderr)
             return 2
-    total = min(len(items), args.limit or len(items))
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task("eval (DCASE folder)", total=total)
-        summary = score_dcase(args.dcase, bundle, opts, progress=lambda done, _total: progress.update(task, completed=done))
+        task = progress.add_task("eval (DCASE folder)", total=None)
+        try:
+            summary = score_dcase(args.dcase, bundle, opts,
+                                  progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except DcaseLayoutError as exc:  # the folder is checked before any soundscape is streamed
+            print(f"stream-s5 eval: {exc}", file=sys.stderr)
+            return 2
     _print_eval({**summary, "settings": {**summary["settings"], "mode": "DCASE folder"}})
     if args.json:
         Path(args.json).write_text(strict_json(summary, indent=2) + "\n")

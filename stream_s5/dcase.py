@@ -165,6 +165,8 @@ def score_dcase(folder: str | Path, bundle: Bundle | str | None = None, options:
     if opt.limit:
         items = items[: opt.limit]
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if bundle.channels > 1 and bundle.channels != items[0].channels:
+        raise DcaseLayoutError(f"the bundle takes {bundle.channels} channels, the soundscapes have {items[0].channels}")
     rate = items[0].rate
     fed_channels = bundle.channels if bundle.channels == 1 else items[0].channels
     engine = Engine(bundle, classes="auto", refine=opt.refine, device="cpu", input_rate=rate, input_channels=fed_channels,
