@@ -3,7 +3,8 @@ iteratively refined mask separator.
 
 Both are written so that the ONNX graphs carry every piece of state explicitly:
 - the SED is stateless (it sees a whole sliding window each call);
-- the separator's only state is its GRU hidden state, one tensor per refinement pass and slot,
+- the separator's state is its GRU hidden state (and, for a spatial separator with `spatial_stats`,
+  the running mask-weighted cross-spectra of the target), one tensor per refinement pass and slot,
   passed in and out of every call (`state_in` / `state_out`), batch-first so that the runtime can
   index slots along axis 0.
 
@@ -71,13 +72,28 @@ class SeparatorConfig:
     max_passes: int = 3
     channels: int = 1  # >1: spatial input; the estimate is for the reference (first) channel
     guidance: str = "frame"  # "frame": time-varying SED activity; "clip": constant presence only
+    # Spatial separators only: running target statistics from the previous pass's estimate (a beam towards
+    # the class and how well each bin matches its direction), kept in the state; seconds of memory.
+    spatial_stats: bool = False
+    stats_seconds: float = 2.0
+
+    def __post_init__(self):
+        if self.spatial_stats and self.channels < 2:
+            raise ValueError("spatial_stats needs a spatial separator (channels > 1)")
 
     @property
     def n_freq(self) -> int:
         return self.n_fft // 2 + 1
 
     @property
-    def state_shape(self) -> tuple[int, int]:
+    def stats_rows(self) -> int:
+        """Target power at the reference channel and the cross-spectra (re, im) of the others with it."""
+        return 2 * self.channels - 1 if self.spatial_stats else 0
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        if self.spatial_stats:  # flat: GRU state, then the statistics
+            return (self.layers * self.hidden + self.stats_rows * self.n_freq,)
         return (self.layers, self.hidden)
 
 
@@ -307,6 +323,14 @@ class SeparatorNet(nn.Module):
         in_features = n_freq * (cfg.channels + 2 * (cfg.channels - 1) + 1)
         self.in_norm = nn.LayerNorm(in_features)
         self.in_proj = nn.Linear(in_features, hidden)
+        if cfg.spatial_stats:
+            # coherence with the target's direction, the beam's log power, the statistics' log weight
+            self.spatial_norm = nn.LayerNorm(3 * n_freq)
+            self.spatial_proj = nn.Linear(3 * n_freq, hidden)
+            # Zero: a separator given these features starts as the same function as without them (transfer).
+            nn.init.zeros_(self.spatial_proj.weight)
+            nn.init.zeros_(self.spatial_proj.bias)
+            self.stats_decay = math.exp(-cfg.hop / (cfg.stats_seconds * cfg.sample_rate))
         self.film_in = FiLM(cond_dim, hidden)
         self.gru = nn.GRU(hidden, hidden, cfg.layers, batch_first=True)
         self.film_out = FiLM(cond_dim, hidden)
@@ -329,23 +353,70 @@ class SeparatorNet(nn.Module):
         parts.append(self._log_power(prev))
         return torch.cat(parts, dim=-1)
 
+    def _spatial(self, mix, prev, stats_in):
+        """Mask-based spatial features (how a multichannel enhancer uses a first mask estimate).
+
+        The previous pass's estimate gives each bin a target weight w = |prev|² / |mix_ref|² in [0, 1]; the
+        weighted cross-spectra of every channel with the reference, averaged over time with an exponential
+        memory (state), give the target's relative transfer function h per frequency (its direction, room
+        included). Per bin: the coherence of the observed channel vector with h (1: the bin comes from the
+        target's direction), the log power of the distortionless beam h^H x / |h|², and the statistics'
+        log weight (how much the average has seen). With no previous estimate (pass 1) w = 0 and the
+        features say "no direction yet". Returns (features [B, T, 3F], stats_out [B, rows, F])."""
+        eps = 1e-6
+        ref = mix[:, :, 0]
+        ref_pow = ref[..., 0, :] ** 2 + ref[..., 1, :] ** 2
+        weight = ((prev[..., 0, :] ** 2 + prev[..., 1, :] ** 2) / (ref_pow + 1e-8)).clamp(0.0, 1.0)
+        others = mix[:, :, 1:]
+        cross_re = others[:, :, :, 0] * ref[:, :, None, 0] + others[:, :, :, 1] * ref[:, :, None, 1]
+        cross_im = others[:, :, :, 1] * ref[:, :, None, 0] - others[:, :, :, 0] * ref[:, :, None, 1]
+        observed = torch.cat([ref_pow.unsqueeze(2), cross_re, cross_im], dim=2) * weight.unsqueeze(2)  # [B, T, rows, F]
+        # s_t = a s_{t-1} + (1 - a) z_t over a whole chunk at once: s_t = a^t (s_0 + (1 - a) sum_{u<=t} a^-u z_u).
+        # a^-T stays small for the chunks this sees (e^(T·hop/memory): e^5 for a 10 s backfill at 2 s memory).
+        a = self.stats_decay
+        steps = torch.arange(1, mix.shape[1] + 1, dtype=mix.dtype, device=mix.device)
+        growth = torch.exp(steps * -math.log(a)).view(1, -1, 1, 1)
+        stats = (stats_in.unsqueeze(1) + (1 - a) * torch.cumsum(observed * growth, dim=1)) / growth
+        channels = self.cfg.channels
+        power = stats[:, :, 0].clamp_min(0.0) + eps
+        h_re, h_im = stats[:, :, 1:channels] / power.unsqueeze(2), stats[:, :, channels:] / power.unsqueeze(2)
+        x_re, x_im = others[:, :, :, 0], others[:, :, :, 1]
+        beam_re = ref[..., 0, :] + (h_re * x_re + h_im * x_im).sum(2)
+        beam_im = ref[..., 1, :] + (h_re * x_im - h_im * x_re).sum(2)
+        beam_pow = beam_re**2 + beam_im**2
+        steer_norm = 1.0 + (h_re**2 + h_im**2).sum(2)
+        mix_pow = ref_pow + (x_re**2 + x_im**2).sum(2)
+        coherence = beam_pow / (steer_norm * mix_pow + 1e-8)
+        features = torch.cat([coherence, torch.log(beam_pow / steer_norm**2 + 1e-8), torch.log(power)], dim=-1)
+        return features, stats[:, -1]
+
     def forward(self, mix, prev, class_onehot, activity, pass_index, state_in):
         """mix [B, T, channels, 2, F]; prev [B, T, 2, F]; class_onehot [B, C]; activity [B, T];
-        pass_index [B] int64; state_in [B, layers, hidden]."""
+        pass_index [B] int64; state_in [B, *state_shape]."""
         if self.cfg.guidance == "clip":
             activity = torch.ones_like(activity)
-        frames = mix.shape[1]
+        batch, frames = mix.shape[:2]
+        layers, hidden = self.cfg.layers, self.cfg.hidden
+        gru_state = state_in[:, : layers * hidden].reshape(batch, layers, hidden)
         cond = torch.cat([self.class_embed(class_onehot), self.pass_embed(pass_index)], dim=-1)
         cond = cond.unsqueeze(1).expand(-1, frames, -1)
         cond = self.cond_mlp(torch.cat([cond, activity.unsqueeze(-1)], dim=-1))
-        x = self.film_in(self.in_proj(self.in_norm(self._features(mix, prev))), cond)
-        x, state_out = self.gru(x, state_in.transpose(0, 1).contiguous())
+        x = self.in_proj(self.in_norm(self._features(mix, prev)))
+        if self.cfg.spatial_stats:
+            stats_in = state_in[:, layers * hidden :].reshape(batch, self.cfg.stats_rows, self.cfg.n_freq)
+            spatial, stats_out = self._spatial(mix, prev, stats_in)
+            x = x + self.spatial_proj(self.spatial_norm(spatial))
+        x = self.film_in(x, cond)
+        x, gru_out = self.gru(x, gru_state.transpose(0, 1).contiguous())
         x = self.film_out(x, cond)
         mask = torch.sigmoid(self.out(x)).unsqueeze(2)  # [B, T, 1, F]: magnitude mask, reference channel
-        return mix[:, :, 0] * mask, state_out.transpose(0, 1)
+        gru_out = gru_out.transpose(0, 1)
+        if self.cfg.spatial_stats:
+            return mix[:, :, 0] * mask, torch.cat([gru_out.reshape(batch, -1), stats_out.reshape(batch, -1)], dim=1)
+        return mix[:, :, 0] * mask, gru_out
 
     def zero_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.cfg.layers, self.cfg.hidden)
+        return torch.zeros(batch, *self.cfg.state_shape)
 
     def refine(self, mix, class_onehot, activity, passes: int, detach_between: bool = True):
         """Run `passes` refinement passes offline over whole sequences; returns the list of estimates.

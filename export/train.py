@@ -125,7 +125,7 @@ def build_config(preset: dict, args) -> ModelConfig:
     sep_scaled = dict(n_fft=256 * k, hop=128 * k) if k > 1 else {}
     sed = SedConfig(sample_rate=args.sample_rate, **{**sed_scaled, **preset["sed"]})
     sep = SeparatorConfig(sample_rate=args.sample_rate, channels=args.channels, guidance=args.guidance,
-                          **{**sep_scaled, **preset["separator"]})
+                          spatial_stats=getattr(args, "spatial_stats", False), **{**sep_scaled, **preset["separator"]})
     return ModelConfig(sed=sed, separator=sep)
 
 
@@ -339,6 +339,9 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, default=1, help="4 = room-simulated tetrahedral array (spatial bundle)")
     p.add_argument("--guidance", choices=["frame", "clip"], default="frame",
                    help="separator conditioning: time-varying SED activity, or clip-level presence (ablation)")
+    p.add_argument("--spatial-stats", action="store_true",
+                   help="spatial separators: each refinement pass also sees a beam towards the class and per-bin direction "
+                        "coherence, from running statistics of the previous pass's estimate (state)")
     p.add_argument("--train", choices=["both", "separator"], default="both",
                    help="separator: train only the separator (export it with --sed-from a trained SED), "
                         "e.g. for the guidance ablation at the separator's budget")

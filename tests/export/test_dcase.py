@@ -119,9 +119,10 @@ def test_devset_errors(dev_set, tmp_path):
         DevSet.open(broken)
 
 
-@pytest.mark.parametrize("channels, rate", [(4, 32000), (1, 16000)])
-def test_training_from_the_layout_end_to_end(dev_set, tmp_path, channels, rate):
-    """export.train --dcase → export.bundle → stream-s5 eval --dcase on the replica's test folder."""
+@pytest.mark.parametrize("channels, rate, extra", [(4, 32000, []), (4, 32000, ["--spatial-stats"]), (1, 16000, [])])
+def test_training_from_the_layout_end_to_end(dev_set, tmp_path, channels, rate, extra):
+    """export.train --dcase → export.bundle (its step-by-step ONNX check included) → stream-s5 eval --dcase on the
+    replica's test folder."""
     from export.bundle import main as bundle_main
     from export.train import main as train_main
     from stream_s5.bundle import load_bundle
@@ -129,12 +130,14 @@ def test_training_from_the_layout_end_to_end(dev_set, tmp_path, channels, rate):
 
     run = tmp_path / "run"
     train_main(["--preset", "test", "--dcase", str(dev_set), "--channels", str(channels), "--sample-rate", str(rate),
-                "--out", str(run), "--quiet"])
+                "--out", str(run), "--quiet", *extra])
     state_log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert state_log[-1]["step"] == 3
     bundle_main(["--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "bundle")])
     bundle = load_bundle(tmp_path / "bundle")
     assert (bundle.channels, bundle.sample_rate) == (channels, rate)
+    if extra:  # the GRU state and the spatial statistics share one flat state tensor
+        assert len(bundle.separator["inputs"]["state_in"]) == 2
     out = tmp_path / "eval.json"
     assert cli_main(["eval", "--dcase", str(dev_set / "test"), "--model", str(tmp_path / "bundle"), "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
