@@ -57,7 +57,7 @@ def merge_outputs(outs: list[EngineOutput], start: int) -> EngineOutput:
 class RemoteEngine:
     def __init__(self, url: str, classes="auto", input_rate: int = 16000, input_channels: int = 1,
                  token: str | None = None, fmt: str = "f32le", subscribe="all", timeout_s: float = 10.0,
-                 client_name: str = "stream-s5 cli"):
+                 client_name: str = "stream-s5 cli", framing: str = "step"):
         from websockets.sync.client import connect
 
         self.url, self.input_rate, self.input_channels, self.fmt = url, int(input_rate), int(input_channels), fmt
@@ -73,7 +73,7 @@ class RemoteEngine:
         try:
             self.ws.send(P.dumps({"type": "start", "version": P.VERSION, "rate": self.input_rate,
                                   "channels": self.input_channels, "format": fmt, "classes": classes_msg or "auto",
-                                  "subscribe": subscribe, "client": client_name}))
+                                  "subscribe": subscribe, "client": client_name, "framing": framing}))
         except Exception:
             pass  # refused at once: the reason comes with the close, read below
         ready = self._recv_json(timeout_s)
@@ -119,6 +119,9 @@ class RemoteEngine:
             for msg in self.ws:
                 if isinstance(msg, bytes):
                     kind, index, start, payload = P.unpack_frame(msg)
+                    if kind == P.STEP:
+                        self._on_step(*P.unpack_step(payload))
+                        continue
                     if current is None:
                         continue
                     samples = np.frombuffer(payload, "<f4").copy()
@@ -160,6 +163,14 @@ class RemoteEngine:
             self.close_code = getattr(self.ws, "close_code", None)
             self.close_reason = getattr(self.ws, "close_reason", None)
             self._done.set()
+
+    def _on_step(self, m: dict, parts: list[np.ndarray]):
+        """One STEP frame: the output and its audio together."""
+        out = EngineOutput(m["start"], m["length"], {}, [], [Event(**e) for e in m["events"]], m["final"])
+        out.audio.update(zip(m["audio"], parts))
+        out.backfill.extend(Backfill(b["label"], b["start"], a) for b, a in zip(m["backfills"], parts[len(m["audio"]):]))
+        self.missing_audio_frames += int(m.get("dropped_audio", 0))
+        self._finish({"out": out, "msg": m})
 
     @property
     def lost(self) -> bool:

@@ -9,6 +9,10 @@ Binary frame: `kind: u8, index: u8, reserved: u16 = 0, number: u32` (little-endi
   timeline (bundle rate), payload = f32le mono samples at the bundle rate.
 - kind 3 BACKFILL (server → client): as CLASS_AUDIO; the samples replace that stretch of the class's
   stream (a class detected late gets its true start).
+- kind 4 STEP (server → client, when the start message asks for `"framing": "step"`): one message per
+  output instead of an `output` JSON followed by its audio frames: number = output start, payload =
+  `json_length: u32`, the output JSON (space-padded to a multiple of 4 bytes), then the float32 samples of
+  every label in its "audio" (length each) and of every backfill (its length each), in that order.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["VERSION", "AUDIO_IN", "CLASS_AUDIO", "BACKFILL", "FORMATS", "ProtocolError", "StartRequest",
+__all__ = ["VERSION", "AUDIO_IN", "CLASS_AUDIO", "BACKFILL", "STEP", "FRAMINGS", "FORMATS", "pack_step", "unpack_step", "ProtocolError", "StartRequest",
            "pack_frame", "unpack_frame", "decode_audio", "encode_audio", "parse_start", "dumps", "CLOSE",
            "RECONNECT_CODES"]
 
 VERSION = 1
-AUDIO_IN, CLASS_AUDIO, BACKFILL = 1, 2, 3
+AUDIO_IN, CLASS_AUDIO, BACKFILL, STEP = 1, 2, 3, 4
 HEADER = struct.Struct("<BBHI")
+JSON_LENGTH = struct.Struct("<I")
+# "messages": an output JSON, then one binary frame per audio part; "step": all of it in one STEP frame
+# (a quarter of the WebSocket messages per stream and step: what limits a server's stream count).
+FRAMINGS = ("messages", "step")
 FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 MAX_CHANNELS = 8
 MAX_SEQ = 2**32 - 1
@@ -64,6 +72,7 @@ class StartRequest:
     subscribe: list[str] = field(default_factory=list)  # classes whose separated audio the client wants
     token: str | None = None
     client: str = ""
+    framing: str = "messages"
 
     @property
     def frame_bytes(self) -> int:
@@ -91,7 +100,10 @@ def parse_start(text: str | bytes, known_classes) -> StartRequest:
     token = msg.get("token")
     if token is not None and not isinstance(token, str):
         raise ProtocolError("'token' must be a string")
-    return StartRequest(rate, channels, fmt, classes, subscribe, token, str(msg.get("client", ""))[:100])
+    framing = msg.get("framing", "messages")
+    if framing not in FRAMINGS:
+        raise ProtocolError(f"'framing' must be one of {list(FRAMINGS)}, got {framing!r}")
+    return StartRequest(rate, channels, fmt, classes, subscribe, token, str(msg.get("client", ""))[:100], framing)
 
 
 def parse_subscribe(value, known_classes) -> list[str]:
@@ -135,11 +147,37 @@ def unpack_frame(data: bytes) -> tuple[int, int, int, memoryview]:
     if len(data) < HEADER.size:
         raise ProtocolError(f"a binary frame needs an {HEADER.size}-byte header, got {len(data)} bytes")
     kind, index, reserved, number = HEADER.unpack_from(data)
-    if kind not in (AUDIO_IN, CLASS_AUDIO, BACKFILL):
+    if kind not in (AUDIO_IN, CLASS_AUDIO, BACKFILL, STEP):
         raise ProtocolError(f"unknown binary frame kind {kind}", close="unsupported")
     if reserved:
         raise ProtocolError("reserved header bytes must be 0")
     return kind, index, number, memoryview(data)[HEADER.size :]
+
+
+def pack_step(output: dict, parts: list[np.ndarray]) -> bytes:
+    """An output message and its audio parts (the labels of output["audio"], then output["backfills"],
+    in order) → one STEP frame."""
+    text = dumps(output).encode()
+    text += b" " * (-len(text) % 4)  # the samples start 4-byte aligned (a Float32Array view needs it)
+    return b"".join([HEADER.pack(STEP, 0, 0, int(output["start"]) & MAX_SEQ), JSON_LENGTH.pack(len(text)), text,
+                     *(np.asarray(p, "<f4").tobytes() for p in parts)])
+
+
+def unpack_step(payload) -> tuple[dict, list[np.ndarray]]:
+    """A STEP frame's payload → (output message, [samples per label of "audio", then per backfill])."""
+    if len(payload) < JSON_LENGTH.size:
+        raise ProtocolError("a step frame needs its JSON length")
+    (length,) = JSON_LENGTH.unpack_from(payload)
+    body = JSON_LENGTH.size + length
+    if length % 4 or body > len(payload):
+        raise ProtocolError(f"a step frame's JSON length {length} does not fit its {len(payload)}-byte payload")
+    output = _loads(bytes(payload[JSON_LENGTH.size : body]))
+    sizes = [int(output["length"])] * len(output.get("audio", [])) + [int(b["length"]) for b in output.get("backfills", [])]
+    if (len(payload) - body) != 4 * sum(sizes):
+        raise ProtocolError(f"a step frame carries {len(payload) - body} bytes of audio, its JSON announces {4 * sum(sizes)}")
+    samples = np.frombuffer(payload, "<f4", offset=body)
+    bounds = np.cumsum([0, *sizes])
+    return output, [samples[a:b].copy() for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def encode_audio(samples: np.ndarray, fmt: str) -> bytes:

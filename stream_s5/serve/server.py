@@ -254,25 +254,37 @@ class StreamServer:
                 conn.late_outputs += 1
         sent_audio = [label for label in out.audio if label in conn.subscribed]
         backfills = [b for b in out.backfill if b.label in conn.subscribed]
-        self._send(conn, {
-            "type": "output", "start": out.start, "length": out.length, "final": out.final,
-            "input_seq": seq, "classes": sorted(out.audio), "audio": sent_audio,
-            "backfills": [{"label": b.label, "start": b.start, "length": int(b.audio.size)} for b in backfills],
-            "events": [e.to_dict() for e in out.events],
-        })
-        classes = self.bundle.classes
-        for label in sent_audio:
-            self._send(conn, P.pack_frame(P.CLASS_AUDIO, out.start, out.audio[label].astype("<f4"),
-                                          classes.index(label)), audio=True)
-        for b in backfills:
-            self._send(conn, P.pack_frame(P.BACKFILL, b.start, b.audio.astype("<f4"), classes.index(b.label)),
-                       audio=True)
+        output = {"type": "output", "start": out.start, "length": out.length, "final": out.final,
+                  "input_seq": seq, "classes": sorted(out.audio), "audio": sent_audio,
+                  "backfills": [{"label": b.label, "start": b.start, "length": int(b.audio.size)} for b in backfills],
+                  "events": [e.to_dict() for e in out.events]}
+        activity_due = not out.final and now - conn.last_activity >= 1.0 / self.options.activity_hz
+        if activity_due:
+            conn.last_activity = now
+        parts = [out.audio[label] for label in sent_audio] + [b.audio for b in backfills]
+        if conn.request.framing == "step":
+            if activity_due:
+                output["activity"] = self._activity(conn, out)
+            if parts and conn.outbox.qsize() >= self.options.send_queue:
+                # the client does not read: its audio goes, its state stays (as with separate frames)
+                conn.dropped_out_frames += len(parts)
+                output.update(audio=[], backfills=[], dropped_audio=len(parts))
+                parts = []
+            conn.outbox.put_nowait(P.pack_step({**output, "replica": self.replica}, parts))
+        else:
+            self._send(conn, output)
+            classes = self.bundle.classes
+            for label in sent_audio:
+                self._send(conn, P.pack_frame(P.CLASS_AUDIO, out.start, out.audio[label].astype("<f4"),
+                                              classes.index(label)), audio=True)
+            for b in backfills:
+                self._send(conn, P.pack_frame(P.BACKFILL, b.start, b.audio.astype("<f4"), classes.index(b.label)),
+                           audio=True)
+            if activity_due:
+                self._send(conn, self._activity(conn, out))
         if out.final:
             self._send(conn, {"type": "end", **self._stream_summary(conn, pool.pop_report(conn.sid))})
             conn.finished.set()
-        elif now - conn.last_activity >= 1.0 / self.options.activity_hz:
-            conn.last_activity = now
-            self._send(conn, self._activity(conn, out))
 
     def _activity(self, conn: Connection, out: EngineOutput) -> dict:
         pool, sid = self.pool, conn.sid
@@ -371,6 +383,7 @@ class StreamServer:
                 "classes": list(b.classes), "rate": b.sample_rate, "channels": b.channels, "hop": b.hop,
                 "algorithmic_latency": b.algorithmic_latency, "bundle": b.manifest.get("name", b.path.name),
                 "fixed_classes": None if request.classes == "auto" else list(request.classes),
+                "framing": request.framing,
                 "limits": {"max_frame_bytes": self.options.max_frame_bytes,
                            "max_messages_per_s": self.options.max_messages_per_s, "max_speed": self.options.max_speed,
                            "idle_timeout_s": self.options.idle_timeout_s},

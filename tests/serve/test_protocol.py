@@ -21,6 +21,7 @@ def test_start_message_round_trip_and_defaults():
     minimal = P.parse_start(json.dumps({"type": "start", "rate": 16000}), CLASSES)
     assert (minimal.channels, minimal.format, minimal.subscribe) == (1, "f32le", [])
     assert P.parse_start(start(subscribe="all"), CLASSES).subscribe == list(CLASSES)
+    assert minimal.framing == "messages" and P.parse_start(start(framing="step"), CLASSES).framing == "step"
 
 
 @pytest.mark.parametrize("text,match", [
@@ -36,6 +37,7 @@ def test_start_message_round_trip_and_defaults():
     (start(classes="Speech"), "classes"),
     (start(subscribe=["Unicorn"]), "Unicorn"),
     (start(token=5), "token"),
+    (start(framing="bundle"), "framing"),
 ])
 def test_bad_start_messages_are_refused_with_a_reason(text, match):
     with pytest.raises(P.ProtocolError, match=match) as info:
@@ -80,3 +82,26 @@ def test_control_messages():
     assert P.parse_control('{"type": "end"}')["type"] == "end"
     with pytest.raises(P.ProtocolError, match="unknown message type"):
         P.parse_control('{"type": "rewind"}')
+
+
+def test_step_frames_carry_the_output_and_its_audio_aligned():
+    output = {"type": "output", "start": 4096, "length": 3, "final": False, "input_seq": 7, "classes": ["Speech"],
+              "audio": ["Speech", "Doorbell"], "backfills": [{"label": "Speech", "start": 1000, "length": 5}],
+              "events": [], "note": "é"}  # a non-ASCII byte: lengths are bytes, not characters
+    parts = [np.array([1, 2, 3], "f4"), np.array([4, 5, 6], "f4"), np.arange(5, dtype="f4")]
+    for extra in ("", "x", "xy", "xyz"):  # every JSON length modulo 4
+        data = P.pack_step({**output, "pad": extra}, parts)
+        kind, _, number, payload = P.unpack_frame(data)
+        assert (kind, number) == (P.STEP, 4096)
+        (length,) = P.JSON_LENGTH.unpack_from(payload)
+        assert (P.HEADER.size + P.JSON_LENGTH.size + length) % 4 == 0  # a Float32Array view on the page needs it
+        got, samples = P.unpack_step(payload)
+        assert got["pad"] == extra and got["note"] == "é" and got["audio"] == ["Speech", "Doorbell"]
+        for a, b in zip(samples, parts):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(P.ProtocolError, match="announces"):
+        P.unpack_step(P.unpack_frame(P.pack_step(output, parts[:2]))[3])
+    with pytest.raises(P.ProtocolError, match="does not fit"):
+        P.unpack_step(P.JSON_LENGTH.pack(4000) + b"{}  ")
+    with pytest.raises(P.ProtocolError, match="JSON length"):
+        P.unpack_step(b"\x01")

@@ -57,10 +57,11 @@ def run_clients(url, xs, **kw):
     return results
 
 
-def test_concurrent_clients_get_what_local_engines_give(toy_bundle):
+@pytest.mark.parametrize("framing", ["step", "messages"])
+def test_concurrent_clients_get_what_local_engines_give(toy_bundle, framing):
     xs = stream_inputs(4)
     with ServerThread(options(toy_bundle)) as server:
-        results = run_clients(server.url, xs, pace_s=0.002)
+        results = run_clients(server.url, xs, pace_s=0.002, framing=framing)
         assert server.server.pool.stats()["finished"] == 4
     for i, x in enumerate(xs):
         outs, stats = results[i]

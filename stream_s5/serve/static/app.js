@@ -3,7 +3,7 @@
 // probability and tracker state, events, latency counters; plays the separated classes you pick.
 "use strict";
 
-const AUDIO_IN = 1, CLASS_AUDIO = 2, BACKFILL = 3, HEADER = 8;
+const AUDIO_IN = 1, CLASS_AUDIO = 2, BACKFILL = 3, STEP = 4, HEADER = 8;
 const FRAME_S = 0.02;  // input frame length sent to the server
 // closes after which the stream was lost, not refused: its replica died, drained or restarted (docs/protocol.md)
 const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012]), MAX_RECONNECTS = 5;
@@ -91,7 +91,10 @@ function scrollRow(r, p, active) {
 // ---------------------------------------------------------------- server messages
 function onMessage(ev) {
   if (typeof ev.data !== "string") return onBinary(new DataView(ev.data), ev.data);
-  const m = JSON.parse(ev.data);
+  onJSON(JSON.parse(ev.data));
+}
+
+function onJSON(m) {
   if (m.type === "ready") {
     state.ready = m; state.classes = m.classes; state.rate = m.rate;
     buildRows(m.classes);
@@ -126,8 +129,24 @@ function onMessage(ev) {
 
 function onBinary(view, buffer) {
   const kind = view.getUint8(0), index = view.getUint8(1), start = view.getUint32(4, true);
-  const samples = new Float32Array(buffer.slice(HEADER));
-  const name = state.classes[index];
+  if (kind === STEP) return onStep(view, buffer);
+  onAudio(kind, state.classes[index], start, new Float32Array(buffer.slice(HEADER)));
+}
+
+// one STEP frame (docs/protocol.md): the output JSON (with the activity when due), then its audio parts
+function onStep(view, buffer) {
+  const length = view.getUint32(HEADER, true), body = HEADER + 4 + length;
+  const m = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, HEADER + 4, length)));
+  onJSON(m);
+  if (m.activity) onJSON(m.activity);
+  let offset = body;
+  for (const name of m.audio) {
+    onAudio(CLASS_AUDIO, name, m.start, new Float32Array(buffer, offset, m.length)); offset += 4 * m.length;
+  }
+  for (const b of m.backfills) { onAudio(BACKFILL, b.label, b.start, null); offset += 4 * b.length; }
+}
+
+function onAudio(kind, name, start, samples) {
   const r = state.rows.get(name);
   if (kind === BACKFILL) { state.backfillFrames++; return; }  // too late to play; the files get it
   if (kind !== CLASS_AUDIO || !r) return;
@@ -234,7 +253,7 @@ function connect(onReady, resume = false) {
   ws.binaryType = "arraybuffer";
   ws.onopen = () => ws.send(JSON.stringify({
     type: "start", version: 1, rate: state.ctx.sampleRate, channels: 1, format: "f32le",
-    classes: "auto", subscribe: subscribed(), client: "page",
+    classes: "auto", subscribe: subscribed(), client: "page", framing: "step",
   }));
   ws.onmessage = (ev) => { onMessage(ev); if (state.ready && onReady) { const f = onReady; onReady = null; f(); } };
   ws.onclose = (ev) => {
