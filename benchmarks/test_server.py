@@ -1,21 +1,26 @@
 """8. Real-time WebSocket streams through one `stream-s5 serve` process (its own process, as deployed):
-for N on a ladder, N clients (threads of this process) each stream a real recording in real time
-(20 ms frames on an absolute schedule, classes auto, all classes subscribed) for `SECONDS`; measured
+for N on a ladder, N clients (threads of `CLIENT_PROCESSES` client processes, so that one interpreter's
+lock does not pace them all) each stream a real recording in real time (20 ms frames on an absolute
+schedule, classes auto, all classes subscribed) for `SECONDS`; measured
 per rung: end-to-end lag (client sends a frame → receives the output that consumed it) p50/p99 over
 all streams, the server's pool-hop time p50/p99 against the 8 ms hop, outputs later than 100 ms, and
 whether every stream kept up (its backlog at the end). "Sustained" = the largest N whose lag p99 ≤
 100 ms with no stream falling behind. At N = 8 each client's events and audio are checked against a
-local `Engine` on the same input (the benchmark fails on wrong output, never on slowness).
+local `Engine` on the same input (the benchmark fails on wrong output, never on slowness). The ladder
+runs with the clients' default STEP framing (one message per output); one rung at `COMPARE_AT` streams
+runs again with the older per-part framing ("messages"), measured in the same run.
 
 The in-process figure to compare with is benchmarks/test_multistream.py (MultiStreamEngine, lockstep,
 every slot always busy)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -25,6 +30,8 @@ from benchmarks.conftest import ROOT, bundle_info, machine_info, record
 from stream_s5 import Engine, EngineOptions
 
 LADDER = (8, 16, 24, 32)
+COMPARE_AT = 16
+CLIENT_PROCESSES = 2
 SECONDS = 12.0
 FRAME_S = 0.02
 RECORDING = ROOT / "tests" / "data" / "real_footsteps_speech.flac"
@@ -52,38 +59,55 @@ def client_input(x: np.ndarray, i: int, rate: int) -> np.ndarray:
     return np.resize(np.roll(x, -shift), n).astype(np.float32)
 
 
-def stream_realtime(url: str, x: np.ndarray, rate: int, result: dict):
+def stream_realtime(url: str, x: np.ndarray, rate: int, result: dict, framing: str, t_start: float):
     from stream_s5.serve.client import RemoteEngine
 
     frame = int(FRAME_S * rate)
     outs = []
-    with RemoteEngine(url, input_rate=rate, input_channels=1) as eng:
+    with RemoteEngine(url, input_rate=rate, input_channels=1, framing=framing) as eng:
+        time.sleep(max(0.0, t_start - time.time()))
         t0 = time.monotonic()
         for k, i in enumerate(range(0, x.size, frame)):
             delay = t0 + k * FRAME_S - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             outs.append(eng.feed(x[i : i + frame]))
-        backlog_s = time.monotonic() - t0 - SECONDS  # > 0: the client could not even send in time
+        backlog_s = time.monotonic() - t0 - x.size / rate  # > 0: the client could not even send in time
         outs.append(eng.flush())
         result.update(outs=outs, lags=list(eng.lags_ms), stats=eng.stats(), backlog_s=backlog_s,
                       timing=eng.summary.get("timing", {}) if eng.summary else {})
 
 
-def run_rung(url: str, x: np.ndarray, rate: int, n: int) -> tuple[dict, list[dict]]:
-    results = [{} for _ in range(n)]
-    threads = [threading.Thread(target=stream_realtime, args=(url, client_input(x, i, rate), rate, results[i]))
-               for i in range(n)]
+def client_group(url: str, inputs: list[np.ndarray], rate: int, framing: str, t_start: float, spacing_s: float):
+    """One client process: a thread per stream, each starting `spacing_s` after the previous (streams join
+    at different moments and SED phases) → their results."""
+    results = [{} for _ in inputs]
+    threads = [threading.Thread(target=stream_realtime, args=(url, x, rate, results[i], framing, t_start + i * spacing_s))
+               for i, x in enumerate(inputs)]
     for t in threads:
         t.start()
-        time.sleep(0.013)  # clients join at different moments (and SED phases)
     for t in threads:
         t.join(SECONDS * 4 + 60)
+    return results
+
+
+def run_rung(url: str, x: np.ndarray, rate: int, n: int, framing: str = "step") -> tuple[dict, list[dict]]:
+    inputs = [client_input(x, i, rate) for i in range(n)]
+    spacing = 0.013
+    t_start = time.time() + 3.0  # the client processes connect their streams first, then all start on time
+    with ProcessPoolExecutor(CLIENT_PROCESSES, mp_context=multiprocessing.get_context("spawn")) as clients:
+        groups = [list(range(g, n, CLIENT_PROCESSES)) for g in range(CLIENT_PROCESSES)]
+        futures = [clients.submit(client_group, url, [inputs[i] for i in ids], rate, framing, t_start + g * spacing,
+                                  spacing * CLIENT_PROCESSES) for g, ids in enumerate(groups)]
+        results: list[dict] = [{} for _ in range(n)]
+        for ids, future in zip(groups, futures):
+            for i, r in zip(ids, future.result(SECONDS * 4 + 120)):
+                results[i] = r
     assert all("outs" in r for r in results), "a client failed"
     lags = np.concatenate([np.asarray(r["lags"][25:]) for r in results])  # after the first half second
     timing = max((r["timing"] for r in results), key=lambda t: t.get("hop_ms_p99") or 0)
     late = sum(r["stats"]["server"]["late_outputs"] or 0 for r in results)
-    rung = {"streams": n, "lag_ms_p50": round(float(np.percentile(lags, 50)), 2),
+    rung = {"streams": n, "framing": framing, "lag_ms_p50": round(float(np.percentile(lags, 50)), 2),
             "lag_ms_p99": round(float(np.percentile(lags, 99)), 2), "lag_ms_max": round(float(lags.max()), 2),
             "server_hop_ms_p50": timing.get("hop_ms_p50"), "server_hop_ms_p99": timing.get("hop_ms_p99"),
             "late_outputs": late, "max_client_backlog_s": round(max(r["backlog_s"] for r in results), 3)}
@@ -127,10 +151,11 @@ def test_realtime_websocket_streams(benchmark, bundle):
             ladder.append(rung)
             if not rung["sustained"] and len(ladder) >= 2 and not ladder[-2]["sustained"]:
                 break
+        comparison, _ = run_rung(url, x, rate, COMPARE_AT, framing="messages")
     finally:
         proc.terminate()
         proc.wait(30)
     sustained = max([r["streams"] for r in ladder if r["sustained"]], default=0)
     benchmark.pedantic(lambda: None, rounds=1)
     record(benchmark, sustained_streams=sustained, seconds_per_rung=SECONDS, frame_ms=FRAME_S * 1000,
-           ladder=ladder, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
+           client_processes=CLIENT_PROCESSES, ladder=ladder, messages_framing=comparison, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
