@@ -80,7 +80,8 @@ def stream_realtime(url: str, x: np.ndarray, rate: int, result: dict, framing: s
 
 def client_group(url: str, inputs: list[np.ndarray], rate: int, framing: str, t_start: float, spacing_s: float):
     """One client process: a thread per stream, each starting `spacing_s` after the previous (streams join
-    at different moments and SED phases) → their results."""
+    at different moments and SED phases) → (their results, this process's CPU seconds meanwhile)."""
+    cpu0 = time.process_time()
     results = [{} for _ in inputs]
     threads = [threading.Thread(target=stream_realtime, args=(url, x, rate, results[i], framing, t_start + i * spacing_s))
                for i, x in enumerate(inputs)]
@@ -88,7 +89,7 @@ def client_group(url: str, inputs: list[np.ndarray], rate: int, framing: str, t_
         t.start()
     for t in threads:
         t.join(SECONDS * 4 + 60)
-    return results
+    return results, time.process_time() - cpu0
 
 
 def run_rung(url: str, x: np.ndarray, rate: int, n: int, framing: str = "step") -> tuple[dict, list[dict]]:
@@ -100,8 +101,11 @@ def run_rung(url: str, x: np.ndarray, rate: int, n: int, framing: str = "step") 
         futures = [clients.submit(client_group, url, [inputs[i] for i in ids], rate, framing, t_start + g * spacing,
                                   spacing * CLIENT_PROCESSES) for g, ids in enumerate(groups)]
         results: list[dict] = [{} for _ in range(n)]
+        client_cpu_s = 0.0
         for ids, future in zip(groups, futures):
-            for i, r in zip(ids, future.result(SECONDS * 4 + 120)):
+            group_results, cpu_s = future.result(SECONDS * 4 + 120)
+            client_cpu_s += cpu_s
+            for i, r in zip(ids, group_results):
                 results[i] = r
     assert all("outs" in r for r in results), "a client failed"
     lags = np.concatenate([np.asarray(r["lags"][25:]) for r in results])  # after the first half second
@@ -110,7 +114,8 @@ def run_rung(url: str, x: np.ndarray, rate: int, n: int, framing: str = "step") 
     rung = {"streams": n, "framing": framing, "lag_ms_p50": round(float(np.percentile(lags, 50)), 2),
             "lag_ms_p99": round(float(np.percentile(lags, 99)), 2), "lag_ms_max": round(float(lags.max()), 2),
             "server_hop_ms_p50": timing.get("hop_ms_p50"), "server_hop_ms_p99": timing.get("hop_ms_p99"),
-            "late_outputs": late, "max_client_backlog_s": round(max(r["backlog_s"] for r in results), 3)}
+            "late_outputs": late, "max_client_backlog_s": round(max(r["backlog_s"] for r in results), 3),
+            "client_cpu_s": round(client_cpu_s, 2)}
     rung["sustained"] = rung["lag_ms_p99"] <= 100.0 and rung["max_client_backlog_s"] < 0.1
     return rung, results
 
