@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks.conftest import ROOT, bundle_info, machine_info, record
-from benchmarks.test_server import RECORDING, check_against_local, client_input, run_rung, start_server
+from benchmarks.test_server import RECORDING, check_against_local, client_input, cpu_seconds, run_rung, start_server
 
 pytest.importorskip("ray.serve", reason="needs the ray extra")
 
@@ -95,17 +95,6 @@ def test_ray_serve_scale_out(benchmark, bundle):
     record(benchmark, **result, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
 
 
-def _cpu_seconds(processes) -> float:
-    total = 0.0
-    for p in processes:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except Exception:  # a process that ended
-            pass
-    return total
-
-
 def _ray_processes() -> dict:
     import psutil
 
@@ -133,11 +122,11 @@ def test_cpu_per_process_at_eight_streams(benchmark, bundle):
             proc, url, _ = start_ray_server(bundle, 2, 16)
             groups = _ray_processes()
         try:
-            before = {k: _cpu_seconds(v) for k, v in groups.items()}
+            before = {k: cpu_seconds(v) for k, v in groups.items()}
             t0 = time.monotonic()
             rung, _ = run_rung(url, x, rate, 8)
             wall = time.monotonic() - t0
-            busy = {k: round((_cpu_seconds(v) - before[k]) / wall, 2) for k, v in groups.items()}
+            busy = {k: round((cpu_seconds(v) - before[k]) / wall, 2) for k, v in groups.items()}
             busy["clients"] = round(rung["client_cpu_s"] / wall, 2)  # the client processes' own count
         finally:
             proc.terminate()

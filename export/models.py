@@ -340,20 +340,26 @@ class SeparatorNet(nn.Module):
     def _log_power(spec):
         return torch.log(spec[..., 0, :] ** 2 + spec[..., 1, :] ** 2 + 1e-8)
 
-    def _features(self, mix, prev):
+    @staticmethod
+    def _cross_spectra(mix):
+        """Every other channel times the conjugate of the reference → (re, im) [B, T, channels - 1, F]: their
+        phase is the inter-channel phase difference."""
+        ref, others = mix[:, :, :1], mix[:, :, 1:]
+        cross_re = others[:, :, :, 0] * ref[:, :, :, 0] + others[:, :, :, 1] * ref[:, :, :, 1]
+        cross_im = others[:, :, :, 1] * ref[:, :, :, 0] - others[:, :, :, 0] * ref[:, :, :, 1]
+        return cross_re, cross_im
+
+    def _features(self, mix, prev, cross):
         batch, frames = mix.shape[:2]
         parts = [self._log_power(mix).reshape(batch, frames, -1)]
         if self.cfg.channels > 1:
-            ref, others = mix[:, :, :1], mix[:, :, 1:]
-            # cross spectrum other * conj(ref): its phase is the inter-channel phase difference
-            cross_re = others[:, :, :, 0] * ref[:, :, :, 0] + others[:, :, :, 1] * ref[:, :, :, 1]
-            cross_im = others[:, :, :, 1] * ref[:, :, :, 0] - others[:, :, :, 0] * ref[:, :, :, 1]
+            cross_re, cross_im = cross
             magnitude = torch.sqrt(cross_re**2 + cross_im**2 + 1e-12)
             parts += [(cross_re / magnitude).reshape(batch, frames, -1), (cross_im / magnitude).reshape(batch, frames, -1)]
         parts.append(self._log_power(prev))
         return torch.cat(parts, dim=-1)
 
-    def _spatial(self, mix, prev, stats_in):
+    def _spatial(self, mix, prev, stats_in, cross):
         """Mask-based spatial features (how a multichannel enhancer uses a first mask estimate).
 
         The previous pass's estimate gives each bin a target weight w = |prev|² / |mix_ref|² in [0, 1]; the
@@ -368,8 +374,7 @@ class SeparatorNet(nn.Module):
         ref_pow = ref[..., 0, :] ** 2 + ref[..., 1, :] ** 2
         weight = ((prev[..., 0, :] ** 2 + prev[..., 1, :] ** 2) / (ref_pow + 1e-8)).clamp(0.0, 1.0)
         others = mix[:, :, 1:]
-        cross_re = others[:, :, :, 0] * ref[:, :, None, 0] + others[:, :, :, 1] * ref[:, :, None, 1]
-        cross_im = others[:, :, :, 1] * ref[:, :, None, 0] - others[:, :, :, 0] * ref[:, :, None, 1]
+        cross_re, cross_im = cross
         observed = torch.cat([ref_pow.unsqueeze(2), cross_re, cross_im], dim=2) * weight.unsqueeze(2)  # [B, T, rows, F]
         # s_t = a s_{t-1} + (1 - a) z_t over a whole chunk at once: s_t = a^t (s_0 + (1 - a) sum_{u<=t} a^-u z_u).
         # a^-T stays small for the chunks this sees (e^(T·hop/memory): e^5 for a 10 s backfill at 2 s memory).
@@ -401,10 +406,11 @@ class SeparatorNet(nn.Module):
         cond = torch.cat([self.class_embed(class_onehot), self.pass_embed(pass_index)], dim=-1)
         cond = cond.unsqueeze(1).expand(-1, frames, -1)
         cond = self.cond_mlp(torch.cat([cond, activity.unsqueeze(-1)], dim=-1))
-        x = self.in_proj(self.in_norm(self._features(mix, prev)))
+        cross = self._cross_spectra(mix) if self.cfg.channels > 1 else None
+        x = self.in_proj(self.in_norm(self._features(mix, prev, cross)))
         if self.cfg.spatial_stats:
             stats_in = state_in[:, layers * hidden :].reshape(batch, self.cfg.stats_rows, self.cfg.n_freq)
-            spatial, stats_out = self._spatial(mix, prev, stats_in)
+            spatial, stats_out = self._spatial(mix, prev, stats_in, cross)
             x = x + self.spatial_proj(self.spatial_norm(spatial))
         x = self.film_in(x, cond)
         x, gru_out = self.gru(x, gru_state.transpose(0, 1).contiguous())

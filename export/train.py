@@ -125,7 +125,7 @@ def build_config(preset: dict, args) -> ModelConfig:
     sep_scaled = dict(n_fft=256 * k, hop=128 * k) if k > 1 else {}
     sed = SedConfig(sample_rate=args.sample_rate, **{**sed_scaled, **preset["sed"]})
     sep = SeparatorConfig(sample_rate=args.sample_rate, channels=args.channels, guidance=args.guidance,
-                          spatial_stats=getattr(args, "spatial_stats", False), **{**sep_scaled, **preset["separator"]})
+                          spatial_stats=args.spatial_stats, **{**sep_scaled, **preset["separator"]})
     return ModelConfig(sed=sed, separator=sep)
 
 

@@ -54,6 +54,11 @@ def merge_outputs(outs: list[EngineOutput], start: int) -> EngineOutput:
                         [e for o in outs for e in o.events], any(o.final for o in outs))
 
 
+def _output_of(m: dict) -> EngineOutput:
+    """An output message → its EngineOutput, audio still to come."""
+    return EngineOutput(m["start"], m["length"], {}, [], [Event(**e) for e in m["events"]], m["final"])
+
+
 class RemoteEngine:
     def __init__(self, url: str, classes="auto", input_rate: int = 16000, input_channels: int = 1,
                  token: str | None = None, fmt: str = "f32le", subscribe="all", timeout_s: float = 10.0,
@@ -142,8 +147,7 @@ class RemoteEngine:
                 m = json.loads(msg)
                 kind = m.get("type")
                 if kind == "output":
-                    out = EngineOutput(m["start"], m["length"], {}, [], [Event(**e) for e in m["events"]], m["final"])
-                    current = {"out": out, "expect": len(m["audio"]) + len(m["backfills"]), "msg": m}
+                    current = {"out": _output_of(m), "expect": len(m["audio"]) + len(m["backfills"]), "msg": m}
                     if current["expect"] == 0:
                         self._finish(current)
                         current = None
@@ -166,7 +170,7 @@ class RemoteEngine:
 
     def _on_step(self, m: dict, parts: list[np.ndarray]):
         """One STEP frame: the output and its audio together."""
-        out = EngineOutput(m["start"], m["length"], {}, [], [Event(**e) for e in m["events"]], m["final"])
+        out = _output_of(m)
         out.audio.update(zip(m["audio"], parts))
         out.backfill.extend(Backfill(b["label"], b["start"], a) for b, a in zip(m["backfills"], parts[len(m["audio"]):]))
         self.missing_audio_frames += int(m.get("dropped_audio", 0))

@@ -265,12 +265,12 @@ class StreamServer:
         if conn.request.framing == "step":
             if activity_due:
                 output["activity"] = self._activity(conn, out)
-            if parts and conn.outbox.qsize() >= self.options.send_queue:
+            if parts and self._outbox_full(conn):
                 # the client does not read: its audio goes, its state stays (as with separate frames)
                 conn.dropped_out_frames += len(parts)
                 output.update(audio=[], backfills=[], dropped_audio=len(parts))
                 parts = []
-            conn.outbox.put_nowait(P.pack_step({**output, "replica": self.replica}, parts))
+            conn.outbox.put_nowait(P.pack_step(self._named(output), parts))
         else:
             self._send(conn, output)
             classes = self.bundle.classes
@@ -323,10 +323,17 @@ class StreamServer:
     def _send(self, conn: Connection, message: dict | bytes, audio: bool = False):
         """Queue a JSON message (every one names the replica: behind a load balancer the client can
         tell which process it talks to) or a binary audio frame."""
-        if conn.outbox.qsize() >= self.options.send_queue and audio:
+        if audio and self._outbox_full(conn):
             conn.dropped_out_frames += 1  # the client does not read: its audio goes, its state messages stay
             return
-        conn.outbox.put_nowait(message if isinstance(message, bytes) else P.dumps({**message, "replica": self.replica}))
+        conn.outbox.put_nowait(message if isinstance(message, bytes) else P.dumps(self._named(message)))
+
+    def _outbox_full(self, conn: Connection) -> bool:
+        """The client has not read `send_queue` messages: audio for it is dropped from now on."""
+        return conn.outbox.qsize() >= self.options.send_queue
+
+    def _named(self, message: dict) -> dict:
+        return {**message, "replica": self.replica}
 
     # ------------------------------------------------------------------ connections
     def _origin_allowed(self, origin: str | None) -> bool:
@@ -412,7 +419,7 @@ class StreamServer:
 
     async def _send_error_and_close(self, ws: WebSocket, code: int, reason: str):
         with contextlib.suppress(Exception):
-            await ws.send_text(P.dumps({"type": "error", "message": reason, "code": code, "replica": self.replica}))
+            await ws.send_text(P.dumps(self._named({"type": "error", "message": reason, "code": code})))
             await ws.close(code, reason[:120])
 
     async def _receive_loop(self, conn: Connection):

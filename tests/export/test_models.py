@@ -125,7 +125,7 @@ def test_spatial_statistics_find_the_target_direction_and_stream():
     prev = target  # an oracle first pass
     stats0 = torch.zeros(1, cfg.stats_rows, cfg.n_freq)
     with torch.no_grad():
-        features, stats = net._spatial(mix, prev, stats0)
+        features, stats = net._spatial(mix, prev, stats0, net._cross_spectra(mix))
         coherence = features[0, 40:, : cfg.n_freq]  # once the statistics have settled
         target_pow, interferer_pow = ((x[0, 40:] ** 2).sum(1) for x in (target, interferer))
         inner = slice(3, cfg.n_freq - 3)  # bins far from DC and Nyquist, where delays give phase
@@ -135,12 +135,12 @@ def test_spatial_statistics_find_the_target_direction_and_stream():
         assert coherence[:, inner][owned_by_target].mean() > 0.8
         assert coherence[:, inner][owned_by_interferer].mean() < 0.55
         # without a previous estimate there is no direction: the features do not depend on the target
-        silent, stats_silent = net._spatial(mix, torch.zeros_like(prev), stats0)
+        silent, stats_silent = net._spatial(mix, torch.zeros_like(prev), stats0, net._cross_spectra(mix))
         assert torch.count_nonzero(stats_silent) == 0
         # frame by frame with the statistics carried in the state equals the whole sequence
         carried, steps = stats0, []
         for t in range(mix.shape[1]):
-            f, carried = net._spatial(mix[:, t : t + 1], prev[:, t : t + 1], carried)
+            f, carried = net._spatial(mix[:, t : t + 1], prev[:, t : t + 1], carried, net._cross_spectra(mix[:, t : t + 1]))
             steps.append(f)
     torch.testing.assert_close(torch.cat(steps, 1), features, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(carried, stats, atol=1e-5, rtol=1e-4)
