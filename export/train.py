@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from export.data import ScenePool, sed_batch, separator_batch
@@ -225,8 +226,25 @@ def train(args) -> Path:
     # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
     pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
                      stream=step, p_real=p_real, dcase=dcase)
+    teacher, rehearsal = None, None
+    if args.rehearse:
+        # Learning without forgetting: fine-tuning on real recordings must keep the procedural world, where
+        # the parent's outputs are the reference. The teacher is frozen; its scenes are the parent's own recipe.
+        teacher_state = torch.load(args.rehearse, weights_only=True, map_location="cpu")
+        teacher_cfg = ModelConfig.from_dict(json.loads(teacher_state["config_json"]))
+        if teacher_cfg.to_dict() != cfg.to_dict():
+            raise SystemExit(f"export.train: --rehearse {args.rehearse} is another architecture than this run's model")
+        teacher = SedNet(teacher_cfg.sed)
+        teacher.load_state_dict(teacher_state["sed"])
+        teacher.eval().requires_grad_(False)
+        rehearsal_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
+                                    room=args.channels > 1)
+        rehearsal = ScenePool(rehearsal_cfg, None, args.seed + 7919, min(preset["pool"], 256),
+                              workers=min(preset["workers"], 1), stream=step)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     sed.to(device), sep.to(device)
+    if teacher is not None:
+        teacher.to(device)
     for opt in (opt_sed, opt_sep):  # optimiser state follows its parameters (resume on another device)
         for value in opt.state.values():
             for key, tensor in value.items():
@@ -240,7 +258,9 @@ def train(args) -> Path:
     sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
     recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
               "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "dcase": dcase, "threads": args.threads,
-              "init": args.init, "device": device.type, "amp": str(amp_dtype) if amp_dtype else None}
+              "init": args.init, "rehearse": args.rehearse and {"teacher": args.rehearse, "weight": args.rehearse_weight,
+                                                                 "separator_share": args.rehearse_separator},
+              "device": device.type, "amp": str(amp_dtype) if amp_dtype else None}
 
     def snapshot():
         return {"config_json": json.dumps(cfg.to_dict()), "recipe_json": json.dumps(recipe),
@@ -260,6 +280,8 @@ def train(args) -> Path:
         try:
             while step < preset["steps"] and not stop["now"]:
                 pool.refresh(max_new=preset["fresh_scenes"])
+                if rehearsal is not None:
+                    rehearsal.refresh(max_new=max(1, preset["fresh_scenes"] // 3))
                 lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"])
                 for group in opt_sed.param_groups + opt_sep.param_groups:
                     group["lr"] = lr
@@ -273,6 +295,11 @@ def train(args) -> Path:
                         out_sed = sed(audio)
                     loss_sed, parts = sed_loss({k: v.float() for k, v in out_sed.items()}, clip_y, frame_y)
                     parts = {"sed": loss_sed.item(), **parts}
+                    if teacher is not None:
+                        distill = rehearsal_loss(sed, teacher, rehearsal, preset["sed_batch"] // 2, cfg, args.sample_rate,
+                                                 rng, device, amp_dtype)
+                        loss_sed = loss_sed + args.rehearse_weight * distill
+                        parts["distill"] = distill.item()
                     opt_sed.zero_grad()
                     scaler.scale(loss_sed).backward()
                     scaler.unscale_(opt_sed)
@@ -280,8 +307,9 @@ def train(args) -> Path:
                     scaler.step(opt_sed)
                     scaler.update()
 
+                sep_pool = rehearsal if rehearsal is not None and rng.random() < args.rehearse_separator else pool
                 mix, target, onehot, activity, present = (t.to(device) for t in separator_batch(
-                    pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng,
+                    sep_pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng,
                     p_channel=p_channel))
                 passes = int(rng.integers(1, cfg.separator.max_passes + 1))
                 spec = mixture_stft(mix, cfg.separator.n_fft, cfg.separator.hop)
@@ -321,10 +349,31 @@ def train(args) -> Path:
         finally:
             save_checkpoint(ckpt_path, snapshot())
             pool.close()
+            if rehearsal is not None:
+                rehearsal.close()
             log.close()
             signal.signal(signal.SIGTERM, previous_handler)
     print(f"step {step}/{preset['steps']} in {elapsed / 60:.1f} min → {ckpt_path}", flush=True)
     return ckpt_path
+
+
+def rehearsal_loss(sed, teacher, rehearsal, batch: int, cfg, sample_rate: int, rng, device, amp_dtype) -> torch.Tensor:
+    """BCE of the student's window and frame probabilities against the frozen teacher's, on windows of the
+    parent's procedural scenes. Both see the same unaugmented windows (SpecAugment off), so the term asks
+    for the parent's function, not for robustness to masking."""
+    audio, _, _ = sed_batch(rehearsal.sample(batch), cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop, sample_rate, rng)
+    audio = audio.to(device)
+    with torch.no_grad():
+        reference = teacher(audio)
+    masking, sed.spec_augment = sed.spec_augment, None
+    try:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = sed(audio)
+    finally:
+        sed.spec_augment = masking
+    clip = F.binary_cross_entropy_with_logits(out["clip_logits"].float(), torch.sigmoid(reference["clip_logits"].float()))
+    frame = F.binary_cross_entropy_with_logits(out["frame_logits"].float(), torch.sigmoid(reference["frame_logits"].float()))
+    return clip + frame
 
 
 def parse_args(argv=None):
@@ -362,6 +411,12 @@ def parse_args(argv=None):
                    help="start from this checkpoint's weights wherever name and shape match this run's model (e.g. the "
                         "mono 16 kHz model into a 4-channel 32 kHz one); the rest starts fresh")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; optimiser and step start fresh)")
+    p.add_argument("--rehearse", default=None, metavar="CKPT",
+                   help="fine-tuning without forgetting: keep the SED's outputs on procedural scenes (the parent's recipe) "
+                        "close to this frozen checkpoint's (usually the --init one)")
+    p.add_argument("--rehearse-weight", type=float, default=1.0, help="weight of the --rehearse distillation term")
+    p.add_argument("--rehearse-separator", type=float, default=0.5,
+                   help="with --rehearse: share of separator batches drawn from the procedural scenes")
     p.add_argument("--p-real", type=float, default=None,
                    help="with --soundbank: share of targets drawn from its recordings, the rest procedural (preset's if not given)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="training device (auto: CUDA when present)")

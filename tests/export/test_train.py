@@ -122,3 +122,43 @@ def test_transfer_copies_matching_weights_and_leaves_the_rest_fresh(tmp_path):
     assert {"in_proj.weight", "out.2.weight"} <= set(fresh) and "gru.weight_hh_l0" not in fresh
     assert torch.equal(spatial.state_dict()["gru.weight_hh_l0"], mono.state_dict()["gru.weight_hh_l0"])
     assert torch.equal(spatial.state_dict()["in_proj.weight"], before["in_proj.weight"])
+
+
+def test_rehearsal_distils_towards_the_teacher_and_is_zero_gradient_at_the_teacher(tmp_path):
+    """--rehearse: the distillation term is minimal (its gradient vanishes) when the student equals the
+    frozen teacher, grows when the student moves away, and the run records it."""
+    from export.data import ScenePool
+    from export.models import ModelConfig, SedNet
+    from export.train import rehearsal_loss
+    from stream_s5.synth.scenes import SceneConfig
+
+    parent = tmp_path / "parent"
+    train_main(["--preset", "test", "--out", str(parent), "--quiet"])
+    state = torch.load(parent / "checkpoint.pt", weights_only=True)
+    cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
+    teacher, student = SedNet(cfg.sed), SedNet(cfg.sed)
+    teacher.load_state_dict(state["sed"])
+    student.load_state_dict(state["sed"])
+    teacher.eval(), student.eval()
+    pool = ScenePool(SceneConfig(sr=16000, duration=3.0), None, 5, 4, workers=0)
+    import numpy as np
+
+    def loss_and_grad(net):
+        net.zero_grad()
+        loss = rehearsal_loss(net, teacher, pool, 4, cfg, 16000, np.random.default_rng(0), torch.device("cpu"), None)
+        loss.backward()
+        return loss.item(), sum(float(p.grad.abs().sum()) for p in net.parameters() if p.grad is not None)
+
+    same_loss, same_grad = loss_and_grad(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    moved_loss, moved_grad = loss_and_grad(student)
+    assert moved_loss > same_loss and same_grad < 1e-3 * moved_grad
+
+    run = tmp_path / "run"
+    train_main(["--preset", "test", "--out", str(run), "--quiet", "--init", str(parent / "checkpoint.pt"),
+                "--rehearse", str(parent / "checkpoint.pt"), "--rehearse-weight", "0.5", "--steps", "4"])
+    recipe = json.loads(torch.load(run / "checkpoint.pt", weights_only=True)["recipe_json"])
+    assert recipe["rehearse"] == {"teacher": str(parent / "checkpoint.pt"), "weight": 0.5, "separator_share": 0.5}
+    assert "distill" in json.loads((run / "log.jsonl").read_text().splitlines()[-1])
