@@ -7,8 +7,13 @@ all streams, the server's pool-hop time p50/p99 against the 8 ms hop, outputs la
 whether every stream kept up (its backlog at the end). "Sustained" = the largest N whose lag p99 ≤
 100 ms with no stream falling behind. At N = 8 each client's events and audio are checked against a
 local `Engine` on the same input (the benchmark fails on wrong output, never on slowness). The ladder
-runs with the clients' default STEP framing (one message per output); one rung at `COMPARE_AT` streams
-runs again with the older per-part framing ("messages"), measured in the same run.
+runs with the server's default clock (`--tick-ms 16`) and the clients' default STEP framing (one message per
+output); one rung at `COMPARE_AT` streams runs again on a server that steps whenever one stream is ready
+(`--tick-ms 0`, the earlier loop), measured in the same run.
+
+`test_pool_stepping_cpu` measures the reason in-process, without network or clock: the CPU time a
+`StreamPool` spends per second of audio for N streams whose 20 ms frames arrive at their own moments,
+stepped after every arrival or once per tick (virtual time, so the figure does not depend on load).
 
 The in-process figure to compare with is benchmarks/test_multistream.py (MultiStreamEngine, lockstep,
 every slot always busy)."""
@@ -38,9 +43,10 @@ FRAME_S = 0.02
 RECORDING = ROOT / "tests" / "data" / "real_footsteps_speech.flac"
 
 
-def start_server(bundle, max_streams: int):
+def start_server(bundle, max_streams: int, tick_ms: float | None = None):
+    tick = ["--tick-ms", str(tick_ms)] if tick_ms is not None else []
     proc = subprocess.Popen([sys.executable, "-m", "stream_s5", "serve", "--port", "0", "--max-streams",
-                             str(max_streams), "--model", str(bundle.path), "--max-speed", "1.5"],
+                             str(max_streams), "--model", str(bundle.path), "--max-speed", "1.5", *tick],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     deadline = time.monotonic() + 120
     for line in proc.stdout:
@@ -175,11 +181,61 @@ def test_realtime_websocket_streams(benchmark, bundle):
             ladder.append(rung)
             if not rung["sustained"] and len(ladder) >= 2 and not ladder[-2]["sustained"]:
                 break
-        comparison, _ = run_rung(url, x, rate, COMPARE_AT, framing="messages")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    proc, url = start_server(bundle, COMPARE_AT, tick_ms=0)
+    try:
+        server = [psutil.Process(proc.pid)]
+        cpu0, t0 = cpu_seconds(server), time.monotonic()
+        comparison, _ = run_rung(url, x, rate, COMPARE_AT)
+        comparison["tick_ms"] = 0
+        comparison["server_cores_busy"] = round((cpu_seconds(server) - cpu0) / (time.monotonic() - t0), 2)
     finally:
         proc.terminate()
         proc.wait(30)
     sustained = max([r["streams"] for r in ladder if r["sustained"]], default=0)
     benchmark.pedantic(lambda: None, rounds=1)
     record(benchmark, sustained_streams=sustained, seconds_per_rung=SECONDS, frame_ms=FRAME_S * 1000,
-           client_processes=CLIENT_PROCESSES, ladder=ladder, messages_framing=comparison, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
+           client_processes=CLIENT_PROCESSES, tick_ms=16, ladder=ladder, greedy_stepping=comparison, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
+
+
+def pool_stepping_cost(bundle, x: np.ndarray, rate: int, n: int, tick_ms: float, seconds: float = 6.0) -> dict:
+    """CPU seconds per second of audio of a StreamPool serving n streams of 20 ms frames that arrive at
+    their own moments (uniform offsets within a frame), stepped after every arrival (tick 0) or at most
+    once per tick, in virtual time."""
+    from stream_s5.engine import EngineOptions as Options
+    from stream_s5.streampool import StreamPool
+
+    pool = StreamPool(bundle, capacity=n, options=Options(calibrate=False))
+    frame = int(FRAME_S * rate)
+    sids = [pool.open("auto", rate, 1) for _ in range(n)]
+    inputs = [np.resize(np.roll(x, -(i * 7919) % x.size), int(seconds * rate)) for i in range(n)]
+    offsets = np.random.default_rng(0).uniform(0, FRAME_S, n)
+    arrivals = sorted((offsets[i] + k * FRAME_S, i, k) for i in range(n) for k in range(int(seconds / FRAME_S)))
+    hops0, next_tick, steps = pool.frames_done, 0.0, 0
+    cpu0 = time.process_time()
+    for t, i, k in arrivals:
+        while tick_ms and next_tick <= t:
+            if pool.ready():
+                pool.step(4)
+                steps += 1
+            next_tick += tick_ms / 1000
+        pool.push(sids[i], inputs[i][k * frame : (k + 1) * frame])
+        if not tick_ms:
+            pool.step(4)
+            steps += 1
+    cpu = time.process_time() - cpu0
+    hops = pool.frames_done - hops0
+    pool.close_pool()
+    stream_hops = n * seconds * rate / pool.hop
+    return {"streams": n, "tick_ms": tick_ms, "cpu_s_per_audio_s": round(cpu / seconds, 3), "pool_hops": hops,
+            "steps": steps, "streams_per_pool_hop": round(stream_hops / hops, 2)}
+
+
+@pytest.mark.benchmark(group="server")
+def test_pool_stepping_cpu(benchmark, bundle):
+    x, rate = sf.read(RECORDING, dtype="float32")
+    rows = [pool_stepping_cost(bundle, x, rate, n, tick) for n in (8, 16) for tick in (0, 8, 16, 24)]
+    benchmark.pedantic(lambda: None, rounds=1)
+    record(benchmark, rows=rows, frame_ms=FRAME_S * 1000, **bundle_info(bundle), **machine_info())

@@ -126,8 +126,9 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="input pace limit per stream, × real time")
     p.add_argument("--max-frame-kib", type=_ranged(float, 1, 65536), default=256, help="largest binary frame accepted")
     p.add_argument("--idle-timeout", type=_SECONDS, default=30.0, help="close streams silent this long (s)")
-    p.add_argument("--batch-wait-ms", type=_ranged(float, 0, 1000), default=0.0,
-                   help="wait this long after a stream is ready so that others can share its hop (throughput vs lag)")
+    p.add_argument("--tick-ms", type=_ranged(float, 0, 1000), default=16.0,
+                   help="step the streams at most once per tick, so that streams whose audio arrives within it share "
+                        "the hop's model calls (throughput vs lag; 0: step whenever one stream is ready)")
     p.add_argument("--drain-grace-s", type=_SECONDS, default=30.0,
                    help="when a replica is stopped (scale-down): how long its streams may go on before they are closed")
     ray = p.add_argument_group("Ray Serve (pip install -e \".[ray]\"; docs/scaling.md)")
@@ -166,7 +167,7 @@ def run_serve(argv) -> int:
                             refine=args.refine, device=args.device, threads=args.threads, budget_ms=args.budget_ms,
                             token=args.token, allowed_origins=tuple(args.allow_origin), max_speed=args.max_speed,
                             max_frame_bytes=int(args.max_frame_kib * 1024), idle_timeout_s=args.idle_timeout,
-                            batch_wait_ms=args.batch_wait_ms, drain_grace_s=args.drain_grace_s)
+                            tick_ms=args.tick_ms, drain_grace_s=args.drain_grace_s)
     try:
         if args.ray:
             try:

@@ -241,10 +241,11 @@ class StreamPool(_EngineCore):
         with self._lock:
             return sorted(self.streams)
 
-    def ready(self) -> bool:
-        """Whether some stream has a whole hop queued."""
+    def ready(self, hops: int = 1) -> bool:
+        """Whether some stream has `hops` whole hops queued."""
+        need = hops * self.hop
         with self._lock:
-            return any(s.queued >= self.hop for s in self.streams.values())
+            return any(s.queued >= need for s in self.streams.values())
 
     def _stream(self, sid: int) -> _Stream:
         stream = self.streams.get(sid)

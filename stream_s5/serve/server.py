@@ -73,7 +73,10 @@ class ServerOptions:
     timing_interval_s: float = 1.0
     send_queue: int = 512  # messages waiting for a slow client before its audio is dropped
     max_hops_per_step: int = 4
-    batch_wait_ms: float = 0.0  # after the first stream has a hop ready, wait this long for others to batch with
+    # The pool steps at most once per tick: streams whose audio arrives within a tick share its hops'
+    # ONNX calls. Stepping whenever one stream is ready runs about one stream per hop (its clients' frames
+    # arrive at their own moments) and pays the per-hop cost for each: docs/server.md, "Stepping on a clock".
+    tick_ms: float = 16.0
     replica: str | None = None  # name reported to clients (default host:pid)
     calibrate: bool = True
     drain_grace_s: float = 30.0  # when draining: how long running streams may go on before they are closed
@@ -91,6 +94,8 @@ class ServerOptions:
             value = getattr(self, name)
             if not value > 0 or value != value or value == float("inf"):
                 raise ValueError(f"{name} must be a positive finite number, not {value!r}")
+        if not 0 <= self.tick_ms <= 1000:
+            raise ValueError(f"tick_ms must be in 0..1000, not {self.tick_ms!r}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -210,28 +215,30 @@ class StreamServer:
 
     # ------------------------------------------------------------------ batching loop
     async def _batching_loop(self):
-        idle = True
+        tick = self.options.tick_ms / 1000.0
+        next_step = time.monotonic()
         while True:
+            delay = next_step - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             if not self.pool.ready():
-                idle = True
                 self.wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 0.05)
                 self._periodic()
                 continue
-            # Streams send at their own moments: stepping at once would run one stream per pool hop and
-            # pay the per-hop overhead for each. A short wait lets the streams whose audio arrives
-            # meanwhile share the hop's ONNX calls (sherpa-onnx's batching loop does the same). Only
-            # after idling: a loop that still has audio queued is behind and must not wait.
-            if idle and self.options.batch_wait_ms > 0:
-                await asyncio.sleep(self.options.batch_wait_ms / 1000.0)
-            idle = False
+            # The next step comes a tick after this one starts. A step that overruns its tick is followed at
+            # once (then every stream with queued audio shares it), and so is one that left a stream a whole
+            # step behind (a client sending faster than real time must not be paced by the tick).
+            next_step = time.monotonic() + tick
             try:
                 outs = await self._on_worker(self.pool.step, self.options.max_hops_per_step)
             except Exception as exc:  # an engine failure must not take the other streams down silently
                 for conn in list(self.connections.values()):
                     await self._close(conn, P.CLOSE["internal"], f"engine error: {type(exc).__name__}: {exc}")
                 continue
+            if self.pool.ready(self.options.max_hops_per_step):
+                next_step = 0.0
             now = time.monotonic()
             for sid, out in outs.items():
                 conn = self.connections.get(sid)

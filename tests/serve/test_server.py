@@ -72,6 +72,29 @@ def test_concurrent_clients_get_what_local_engines_give(toy_bundle, framing):
         assert stats["repairs"]["input_samples"] == x.size
 
 
+def test_the_clock_batches_streams_that_arrive_at_their_own_moments_and_output_stays_exact(toy_bundle):
+    """Real-time clients whose frames arrive at different moments share the pool's hops when the server
+    steps on a clock (tick 60 ms: ~3.5 of the 4 streams per hop), with outputs still equal to local runs;
+    a client sending far faster than real time is not paced by the tick."""
+    xs = stream_inputs(4, seconds=3.0)
+    with ServerThread(options(toy_bundle, tick_ms=60.0)) as server:
+        results = run_clients(server.url, xs, chunk=320, pace_s=0.02)
+        pool = server.server.pool
+        stream_hops = sum(-(-x.size // pool.hop) for x in xs)
+        assert stream_hops / pool.frames_done > 2.5, (stream_hops, pool.frames_done)
+        t0 = time.monotonic()
+        stream_through(server.url, stream_inputs(1, seconds=6.0)[0], chunk=4000)
+        assert time.monotonic() - t0 < 6.0 / 2  # 6 s of audio well under its duration, ticks notwithstanding
+    for i, x in enumerate(xs):
+        assert_same_stream(engine_run(toy_bundle, x), flatten(results[i][0]))
+
+
+def test_server_options_refuse_a_bad_tick():
+    for bad in (-1.0, 1001.0, float("nan")):
+        with pytest.raises(ValueError, match="tick_ms"):
+            ServerOptions(tick_ms=bad).check()
+
+
 def raw_client(url, first=None, **kw):
     ws = connect(url, **kw).__enter__()
     if first is not None:
