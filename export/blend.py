@@ -43,7 +43,7 @@ def blend_checkpoints(first_path: str | Path, second_path: str | Path, sed_alpha
     second = torch.load(second_path, weights_only=True, map_location="cpu")
     if json.loads(first["config_json"]) != json.loads(second["config_json"]):
         raise ValueError(f"{first_path} and {second_path} are different architectures")
-    recipe = {"blend": {"first": str(first_path), "second": str(second_path),
+    recipe = {"preset": "blend", "blend": {"first": str(first_path), "second": str(second_path),
                         "sed_alpha": sed_alpha, "separator_alpha": separator_alpha},
               "first_recipe": json.loads(first.get("recipe_json", "{}")),
               "second_recipe": json.loads(second.get("recipe_json", "{}"))}
