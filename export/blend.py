@@ -41,7 +41,11 @@ def blend_state(first: dict, second: dict, alpha: float) -> dict:
 def blend_checkpoints(first_path: str | Path, second_path: str | Path, sed_alpha: float, separator_alpha: float) -> dict:
     first = torch.load(first_path, weights_only=True, map_location="cpu")
     second = torch.load(second_path, weights_only=True, map_location="cpu")
-    if json.loads(first["config_json"]) != json.loads(second["config_json"]):
+    from export.models import ModelConfig
+
+    # compared as configs, not as text: a checkpoint saved before a setting existed has its default
+    if (ModelConfig.from_dict(json.loads(first["config_json"])).to_dict()
+            != ModelConfig.from_dict(json.loads(second["config_json"])).to_dict()):
         raise ValueError(f"{first_path} and {second_path} are different architectures")
     recipe = {"preset": "blend", "blend": {"first": str(first_path), "second": str(second_path),
                         "sed_alpha": sed_alpha, "separator_alpha": separator_alpha},
