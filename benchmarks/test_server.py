@@ -59,9 +59,9 @@ def start_server(bundle, max_streams: int, tick_ms: float | None = None):
     raise RuntimeError("server did not start")
 
 
-def client_input(x: np.ndarray, i: int, rate: int) -> np.ndarray:
-    """A different rotation of the recording per client, SECONDS long."""
-    n = int(SECONDS * rate)
+def client_input(x: np.ndarray, i: int, rate: int, seconds: float = SECONDS) -> np.ndarray:
+    """A different rotation of the recording per client, `seconds` long."""
+    n = int(seconds * rate)
     shift = (i * 7919) % x.size
     return np.resize(np.roll(x, -shift), n).astype(np.float32)
 
@@ -210,7 +210,7 @@ def pool_stepping_cost(bundle, x: np.ndarray, rate: int, n: int, tick_ms: float,
     pool = StreamPool(bundle, capacity=n, options=Options(calibrate=False))
     frame = int(FRAME_S * rate)
     sids = [pool.open("auto", rate, 1) for _ in range(n)]
-    inputs = [np.resize(np.roll(x, -(i * 7919) % x.size), int(seconds * rate)) for i in range(n)]
+    inputs = [client_input(x, i, rate, seconds) for i in range(n)]
     offsets = np.random.default_rng(0).uniform(0, FRAME_S, n)
     arrivals = sorted((offsets[i] + k * FRAME_S, i, k) for i in range(n) for k in range(int(seconds / FRAME_S)))
     hops0, next_tick, steps = pool.frames_done, 0.0, 0

@@ -159,10 +159,6 @@ def validate_manifest(manifest: dict) -> list[str]:
         problems.append(f"sed.hop ({sed['hop']}) must be a multiple of sed.frame_hop ({sed['frame_hop']})")
     if sed["window"] <= sed["hop"]:
         problems.append("sed.window must be longer than sed.hop")
-    state_in = sep.get("inputs", {}).get("state_in") if isinstance(sep.get("inputs"), dict) else None
-    if state_in is not None and not (isinstance(state_in, list) and len(state_in) >= 2 and all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in state_in[1:])):
-        problems.append(f"separator.inputs.state_in must be [batch, positive integer sizes…], not {state_in!r}")
     tracker = manifest.get("tracker", {})
     on, off = tracker.get("on_threshold", 0.5), tracker.get("off_threshold", 0.3)
     if off > on:
