@@ -24,7 +24,7 @@ def scene60(bundle):
 
 
 def feed_all(eng: Engine, frames: np.ndarray, block: int):
-    times, total, outs = [], 0, []
+    times, outs = [], []
     for i in range(0, frames.shape[0], block):
         t = time.perf_counter()
         out = eng.feed(frames[i : i + block])

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks.conftest import ROOT, bundle_info, machine_info, record
-from benchmarks.test_server import RECORDING, check_against_local, client_input, cpu_seconds, run_rung, start_server
+from benchmarks.test_server import FRAME_S, RECORDING, TICK_MS, check_against_local, client_input, cpu_seconds, run_rung, start_server
 
 pytest.importorskip("ray.serve", reason="needs the ray extra")
 
@@ -28,11 +28,11 @@ PLAIN_LADDER = (4, 8, 16)
 RAY_LADDER = {1: (4, 8, 12, 16), 2: (8, 12, 16, 20, 24)}
 
 
-def start_ray_server(bundle, replicas: int, max_streams: int):
+def start_ray_server(bundle, replicas: int, max_streams: int, tick_ms: float | None = None):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "stream_s5", "serve", "--ray", "--replicas", str(replicas),
                              "--port", str(port), "--max-streams", str(max_streams), "--model", str(bundle.path),
-                             "--max-speed", "1.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--max-speed", "1.5", *(["--tick-ms", str(tick_ms)] if tick_ms is not None else [])], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)
     t0 = time.monotonic()
     for line in proc.stdout:
@@ -44,10 +44,23 @@ def start_ray_server(bundle, replicas: int, max_streams: int):
     raise RuntimeError("stream-s5 serve --ray did not start")
 
 
+def machine_jiffies() -> list[int]:
+    """/proc/stat's first line: user, nice, system, idle, iowait, … (Ray runs its workers at nice 15)."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:]]
+
+
 def ladder_on(url, x, rate, ladder, check_at=None, bundle=None):
     rungs = []
     for n in ladder:
+        before = machine_jiffies()
         rung, results = run_rung(url, x, rate, n)
+        d = [b - a for a, b in zip(before, machine_jiffies())]
+        total = sum(d) or 1
+        # is the machine saturated? (clients, proxy and replicas share its cores)
+        rung["machine_busy"] = round(1 - (d[3] + d[4]) / total, 3)
+        rung["machine_split"] = {"user": round(d[0] / total, 3), "nice": round(d[1] / total, 3),
+                                 "system": round(d[2] / total, 3)}
         rung["replicas_used"] = dict(Counter(r["stats"]["server"]["replica"] for r in results))
         if n == check_at:
             rung["max_abs_diff_vs_local"] = max(check_against_local(bundle, client_input(x, i, rate), rate, r["outs"])
@@ -68,14 +81,14 @@ def test_ray_serve_scale_out(benchmark, bundle):
     x, rate = sf.read(RECORDING, dtype="float32")
     hop_ms = 1000.0 * bundle.hop / bundle.sample_rate
     result = {"hop_ms": hop_ms}
-    proc, url = start_server(bundle, 24)
+    proc, url = start_server(bundle, 24, tick_ms=TICK_MS)
     try:
         result["plain"] = ladder_on(url, x, rate, PLAIN_LADDER)
     finally:
         proc.terminate()
         proc.wait(30)
     for replicas, ladder in RAY_LADDER.items():
-        proc, url, started_s = start_ray_server(bundle, replicas, 16)
+        proc, url, started_s = start_ray_server(bundle, replicas, 16, tick_ms=TICK_MS)
         try:
             rungs = ladder_on(url, x, rate, ladder, check_at=8 if replicas == 2 else None, bundle=bundle)
         finally:
@@ -92,7 +105,7 @@ def test_ray_serve_scale_out(benchmark, bundle):
     result["sustained_streams"] = {"plain": sustained(result["plain"]), "ray_1_replica": sustained(result["ray_1"]["rungs"]),
                                    "ray_2_replicas": sustained(result["ray_2"]["rungs"])}
     benchmark.pedantic(lambda: None, rounds=1)
-    record(benchmark, **result, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
+    record(benchmark, **result, frame_ms=FRAME_S * 1000, tick_ms=TICK_MS, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
 
 
 def _ray_processes() -> dict:
