@@ -1,4 +1,3 @@
-import numpy as np
 from rich.console import Console
 
 from stream_s5 import Engine, EngineOptions

@@ -924,7 +924,6 @@ def _drum_hit(rng, sr, name):
 def _pour(rng, sr, n):
     """Liquid pouring: bubble resonances gliding upwards, splash noise, a container filling up."""
     duration = n / sr
-    t = np.arange(n) / sr
     start = rng.uniform(0.0, 0.3)
     stop = duration - rng.uniform(0.0, 0.3) if rng.random() < 0.6 else start + rng.uniform(0.5, 1.0) * (duration - start)
     flow = gate_from_segments(n, sr, [(start, stop)], rng.uniform(0.02, 0.2)) * random_curve(rng, n, int(duration * 3) + 2, 0.4, 1.0)
