@@ -30,9 +30,10 @@ RAY_LADDER = {1: (4, 8, 12, 16), 2: (8, 12, 16, 20, 24)}
 
 def start_ray_server(bundle, replicas: int, max_streams: int, tick_ms: float | None = None):
     port = free_port()
+    tick = ["--tick-ms", str(tick_ms)] if tick_ms is not None else []
     proc = subprocess.Popen([sys.executable, "-m", "stream_s5", "serve", "--ray", "--replicas", str(replicas),
                              "--port", str(port), "--max-streams", str(max_streams), "--model", str(bundle.path),
-                             "--max-speed", "1.5", *(["--tick-ms", str(tick_ms)] if tick_ms is not None else [])], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--max-speed", "1.5", *tick], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)
     t0 = time.monotonic()
     for line in proc.stdout:

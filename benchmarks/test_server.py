@@ -230,7 +230,7 @@ def pool_stepping_cost(bundle, x: np.ndarray, rate: int, n: int, tick_ms: float,
     cpu = time.process_time() - cpu0
     hops = pool.frames_done - hops0
     # where the pool's time goes (wall seconds per stage; "block" holds the others and the SED wait)
-    stage_s = {name: round(float(t.values[: min(t.count, t.values.size)].sum()), 3) for name, t in pool.timers.items()}
+    stage_s = {name: round(t.total_s(), 3) for name, t in pool.timers.items()}
     sed_windows = pool.sed.windows
     pool.close_pool()
     stream_hops = n * seconds * rate / pool.hop

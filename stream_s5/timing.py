@@ -19,10 +19,16 @@ class StageTimer:
         self.values[self.count % self.values.size] = seconds
         self.count += 1
 
+    def _recorded(self) -> np.ndarray:
+        """The durations still held (the newest `values.size` once the buffer has wrapped)."""
+        return self.values[: min(self.count, self.values.size)]
+
+    def total_s(self) -> float:
+        return float(self._recorded().sum())
+
     def summary(self) -> dict:
-        n = min(self.count, self.values.size)
-        if n == 0:
+        if self.count == 0:
             return {"count": 0}
-        v = self.values[:n] * 1000.0
+        v = self._recorded() * 1000.0
         return {"count": self.count, "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
                 "max_ms": float(v.max()), "mean_ms": float(v.mean())}
