@@ -10,6 +10,8 @@ import pytest
 
 from benchmarks.conftest import bundle_info, record, summarise
 from stream_s5.separator import SeparatorBank
+from stream_s5.bundle import load_bundle
+from stream_s5.sed import MelFrameCache
 from stream_s5.sessions import SedModel, SeparatorModel
 
 HOPS, WARMUP = 1000, 50
@@ -60,10 +62,20 @@ def test_separator_block_latency(benchmark, bundle, sep_model, slots, passes):
            ort_calls_per_hop=passes, **bundle_info(bundle))
 
 
-@pytest.mark.parametrize("batch", [1, 8], ids=lambda b: f"batch{b}")
-def test_sed_latency(benchmark, bundle, batch):
+@pytest.mark.parametrize("mode", ["single_graph", "whole", "cached"])
+@pytest.mark.parametrize("batch", [1, 8, 16], ids=lambda b: f"batch{b}")
+def test_sed_latency(benchmark, bundle, batch, mode):
+    """One SED call on `batch` windows: the single SED graph (`sed.file`, ONNX's STFT operator), the
+    split graphs on whole windows, or as the engine streams a split SED (each stream's features
+    cached, only the frames new since its window one SED hop earlier computed)."""
+    if mode == "single_graph":
+        bundle = load_bundle(bundle.path)
+        bundle.manifest["sed"].pop("front_end", None)  # this process's copy only: SedModel runs sed.file
     model = SedModel(bundle, ["CPUExecutionProvider"], threads=1)
-    window = int(bundle.sed["window"])
+    if mode != "single_graph" and not model.split:
+        pytest.skip("the bundle's SED is a single graph")
+    cache = MelFrameCache(model) if mode == "cached" else None
+    window, sed_hop = int(bundle.sed["window"]), int(bundle.sed["hop"])
     rng = np.random.default_rng(1)
     audio = (0.1 * rng.standard_normal((batch, window))).astype(np.float32)
     times, results = [], []
@@ -71,7 +83,11 @@ def test_sed_latency(benchmark, bundle, batch):
 
     def call():
         t = time.perf_counter()
-        results.append(model(audio))
+        if cache is None:
+            results.append(model(audio))
+        else:  # successive windows one SED hop apart (the samples do not matter to the cost)
+            end = (len(times) + 1) * sed_hop
+            results.append(model.from_log_mel(cache.log_mel(audio, [(b, 0, end) for b in range(batch)])))
         times.append(time.perf_counter() - t)
 
     benchmark.pedantic(call, rounds=rounds, warmup_rounds=2, iterations=1)
@@ -82,7 +98,9 @@ def test_sed_latency(benchmark, bundle, batch):
     s = summarise(times, drop=2)
     hop_ms = 1000.0 * bundle.hop / bundle.sample_rate
     sed_hop_ms = 1000.0 * int(bundle.sed["hop"]) / bundle.sample_rate
-    record(benchmark, batch=batch, threads=1, window_ms=1000.0 * window / bundle.sample_rate, hop_ms=hop_ms,
+    if cache is not None:
+        assert cache.misses == batch and cache.hits == batch * (len(times) - 1)  # only the first call is whole
+    record(benchmark, batch=batch, mode=mode, threads=1, window_ms=1000.0 * window / bundle.sample_rate, hop_ms=hop_ms,
            sed_hop_ms=sed_hop_ms, per_window_p50_ms=round(s["p50_ms"] / batch, 4),
            amortised_per_hop_ms=round(s["p50_ms"] / batch * bundle.hop / int(bundle.sed["hop"]), 4), **s,
            **bundle_info(bundle))

@@ -220,8 +220,12 @@ class SedNet(nn.Module):
     def forward(self, audio: torch.Tensor):
         """audio [B, window] → clip_probs [B, C], frame_probs [B, P, C], class_embeddings [B, C, D],
         plus logits and token logits for training (the exported graph drops those)."""
+        return self.from_log_mel(self.log_mel(audio))
+
+    def from_log_mel(self, log_mel: torch.Tensor):
+        """The network after its front end: log-mel [B, M, frames] → forward's outputs."""
         cfg = self.cfg
-        feats = self.input_norm(self.log_mel(audio))  # [B, M, frames]
+        feats = self.input_norm(log_mel)  # [B, M, frames]
         if self.training and self.spec_augment is not None:
             feats = spec_augment(feats, *self.spec_augment)
         batch = feats.shape[0]
@@ -263,6 +267,48 @@ def spec_augment(feats: torch.Tensor, freq_masks: int, freq_width: int, time_mas
             start = (torch.rand(batch, 1, 1, device=feats.device) * (size - w + 1)).long()
             keep = keep * ~((axis >= start) & (axis < start + w))
     return feats * keep
+
+
+class SedFrontEnd(nn.Module):
+    """SedNet.log_mel for streaming: audio [B, context + n·mel_hop] → log-mel [B, M, n], frame j
+    made of the context + (j+1)·mel_hop samples before its end, so that a stream's new frames are
+    computed once from the newest samples (the runtime caches the rest of the window). The DFT of
+    the windowed frame is a strided convolution with a cos/sin basis (what ONNX Runtime runs fastest
+    here, and its output length follows the input's), numerically the same features as torch.stft."""
+
+    def __init__(self, net: SedNet):
+        super().__init__()
+        cfg = net.cfg
+        self.context = cfg.n_fft - cfg.mel_hop  # the left pad of log_mel: samples before a frame's own hop
+        self.offset = (cfg.n_fft - cfg.win_length) // 2  # torch.stft centres a shorter window in n_fft
+        self.hop, self.n_freq = cfg.mel_hop, cfg.n_fft // 2 + 1
+        n = torch.arange(self.offset, self.offset + cfg.win_length, dtype=torch.float64)
+        k = torch.arange(self.n_freq, dtype=torch.float64)
+        angle = 2 * math.pi * torch.outer(k, n) / cfg.n_fft
+        window = net.stft_window.to(torch.float64)
+        # [2·F, 1, win_length]: real parts then imaginary parts (the sign of sin drops out of the power)
+        basis = torch.cat([torch.cos(angle) * window, torch.sin(angle) * window]).unsqueeze(1)
+        self.register_buffer("basis", basis.float())
+        self.register_buffer("mel", net.mel.clone())
+        self.eval()
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        spec = F.conv1d(audio[:, self.offset :].unsqueeze(1), self.basis, stride=self.hop)  # [B, 2F, n]
+        power = spec[:, : self.n_freq] ** 2 + spec[:, self.n_freq :] ** 2
+        return torch.log(torch.matmul(self.mel, power) + 1e-6)
+
+
+class SedBodyExport(nn.Module):
+    """The SED graph after its front end: log-mel [B, M, frames] → the three runtime outputs."""
+
+    def __init__(self, net: SedNet):
+        super().__init__()
+        self.net = net
+        self.eval()
+
+    def forward(self, log_mel):
+        out = self.net.from_log_mel(log_mel)
+        return out["clip_probs"], out["frame_probs"], out["class_embeddings"]
 
 
 class SedExport(nn.Module):

@@ -27,6 +27,16 @@ SCHEMA_PATH = Path(__file__).parent / "bundle.schema.json"
 GRAPHS = ("separator", "sed")  # the sections that name an ONNX graph
 
 
+def graph_names(manifest: dict) -> dict[str, str]:
+    """Graph key → file name of every graph the manifest names: "separator", "sed", and where the
+    SED also comes split at its features (sed.front_end), "sed_front" and "sed_body"."""
+    names = {key: manifest[key]["file"] for key in GRAPHS}
+    front_end = manifest["sed"].get("front_end")
+    if front_end is not None:
+        names.update(sed_front=front_end["file"], sed_body=front_end["body"])
+    return names
+
+
 class BundleError(ValueError):
     pass
 
@@ -91,11 +101,17 @@ class Bundle:
         return float(self.manifest.get("budget_ms", 1000.0 * self.hop / self.sample_rate))
 
     def file(self, key: str) -> Path:
-        return self.path / self.manifest[key]["file"]
+        return self.path / graph_names(self.manifest)[key]
 
     def graph(self, key: str) -> bytes:
-        """The ONNX graph of section `key` ("sed" or "separator"), exactly the bytes that were hashed."""
+        """The ONNX graph `key` ("sed", "separator", "sed_front", "sed_body"), exactly the bytes that
+        were hashed."""
         return self.graphs[key]
+
+    @property
+    def sed_front_end(self) -> dict | None:
+        """The SED's split at its log-mel features (sed.front_end), or None for a single SED graph."""
+        return self.sed.get("front_end")
 
 
 def _reject_constant(name: str):
@@ -166,10 +182,18 @@ def validate_manifest(manifest: dict) -> list[str]:
     fast = tracker.get("fast_on_threshold")
     if fast is not None and fast < on:
         problems.append(f"tracker.fast_on_threshold ({fast}) must not be below tracker.on_threshold ({on})")
-    for key in GRAPHS:
-        name = manifest[key]["file"]
+    front_end = sed.get("front_end")
+    if front_end is not None:
+        if front_end["mel_frames"] * front_end["mel_hop"] != sed["window"]:
+            problems.append(f"sed.front_end.mel_frames × mel_hop ({front_end['mel_frames']} × {front_end['mel_hop']}) "
+                            f"must equal sed.window ({sed['window']})")
+        if sed["hop"] % front_end["mel_hop"]:
+            problems.append(f"sed.hop ({sed['hop']}) must be a multiple of sed.front_end.mel_hop ({front_end['mel_hop']})")
+    where = {"sed_front": "sed.front_end.file", "sed_body": "sed.front_end.body"}
+    for key, name in graph_names(manifest).items():
         if name not in manifest["files"]:
-            problems.append(f"{key}.file {name!r} is not listed in files (every file the runtime opens is hashed)")
+            problems.append(f"{where.get(key, key + '.file')} {name!r} is not listed in files "
+                            "(every file the runtime opens is hashed)")
     return problems
 
 
@@ -203,8 +227,8 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         if actual != digest:
             raise BundleError(f"{file}: sha256 {actual[:12]}… does not match bundle.json ({digest[:12]}…): "
                               "the file was changed or damaged")
-        for key in GRAPHS:
-            if manifest[key]["file"] == name:
+        for key, graph_name in graph_names(manifest).items():
+            if graph_name == name:
                 graphs[key] = data
     return Bundle(folder, manifest, graphs)
 

@@ -30,7 +30,7 @@ from stream_s5.bundle import Bundle, load_bundle
 from stream_s5.conditioning import InputConditioner
 from stream_s5.labels import parse_class_list
 from stream_s5.ring import RingBuffer
-from stream_s5.sed import ActivityTimeline, SedResult, SedScheduler
+from stream_s5.sed import ActivityTimeline, MelFrameCache, SedResult, SedScheduler
 from stream_s5.separator import SeparatorBank
 from stream_s5.sessions import BoundSeparatorModel, EngineFault, SedModel, SeparatorModel, choose_providers
 from stream_s5.timing import StageTimer
@@ -55,6 +55,7 @@ class EngineOptions:
     tracker: TrackerOptions | None = None  # None: the bundle's tuned tracker settings
     sed_timeout_s: float | None = 2.0  # a SED call not done this long after it is needed is a missed update
     max_sed_failures: int = 5  # SED calls failing in a row before the stream stops (EngineFault)
+    sed_feature_cache: bool = True  # split SED bundles: compute each stream's new log-mel frames only (same output)
 
     def __post_init__(self):
         def bad(name, value, rule):
@@ -210,7 +211,7 @@ class _EngineCore:
     def _sed_scheduler(self, executor: ThreadPoolExecutor | None) -> SedScheduler:
         sed = self.bundle.sed
         return SedScheduler(self.sed_model, int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), executor,
-                            self.options.sed_timeout_s, self.options.max_sed_failures)
+                            self.options.sed_timeout_s, self.options.max_sed_failures, self.options.sed_feature_cache)
 
     def _tracker(self, n_slots: int, fixed: tuple[str, ...] | None) -> ClassTracker:
         hop_frames = max(1, int(self.bundle.sed["hop"]) // int(self.bundle.sed["frame_hop"]))
@@ -249,7 +250,8 @@ class _EngineCore:
     def _stats(self, **more) -> dict:
         return {"timings": {k: t.summary() for k, t in self.timers.items()}, "deadline_misses": self.deadline_misses,
                 "hops": self.frames_done, "faults": {**self.sed.faults(), "separator_nonfinite_repairs":
-                                                     self.bank.nonfinite_repairs}, **more}
+                                                     self.bank.nonfinite_repairs},
+                "sed_feature_cache": self.sed.cache_stats(), **more}
 
     def _measure(self, n_slots: int, blocks: int, sed_batch: int, sed_runs: int) -> tuple[float, float]:
         """Median ms of one separator pass over `n_slots` occupied slots, and of one SED call on
@@ -267,10 +269,16 @@ class _EngineCore:
             if i >= 3:  # the first calls pay for allocations
                 per_pass.append(time.perf_counter() - t)
         window = np.zeros((sed_batch, int(self.bundle.sed["window"])), np.float32)
+        sed_hop = int(self.bundle.sed["hop"])
+        # a split SED is timed as it streams: from its feature cache, one SED hop after the last window
+        cache = MelFrameCache(self.sed_model) if self.sed_model.split and self.options.sed_feature_cache else None
         sed_times = []
         for i in range(sed_runs + 1):
             t = time.perf_counter()
-            self.sed_model(window)
+            if cache is None:
+                self.sed_model(window)
+            else:
+                self.sed_model.from_log_mel(cache.log_mel(window, [(b, 0, i * sed_hop) for b in range(sed_batch)]))
             if i >= 1:
                 sed_times.append(time.perf_counter() - t)
         return float(np.median(per_pass)) * 1000, float(np.median(sed_times)) * 1000
@@ -402,7 +410,7 @@ class Engine(_EngineCore):
         self.timers["separator"].add(time.perf_counter() - t1)
         if self.sed.due(end):
             # spatial bundles: the SED listens to the reference (first) channel
-            self.sed.submit(self.ring.read(end - self.sed.window, end)[:1], end, frame_index)
+            self.sed.submit(self.ring.read(end - self.sed.window, end)[:1], end, frame_index, cache_keys=[(0, 0, end)])
         self._end_hop(t0)
 
     def _apply_sed(self, backfills, events):

@@ -271,7 +271,9 @@ class MultiStreamEngine(_EngineCore):
         # thread (overlap_sed) the SED runs beside them
         due = [g for g in self.groups if self.sed.due(end, g.phase)]
         if due:
-            self.sed.submit(self._sed_windows(due, end), end, frame_index, [i for g in due for i in range(g.lo, g.hi)])
+            streams = [i for g in due for i in range(g.lo, g.hi)]
+            self.sed.submit(self._sed_windows(due, end), end, frame_index, streams,
+                            cache_keys=[(i, 0, end) for i in streams])
         t1 = time.perf_counter()
         bank = self.bank
         occupied = bank.slot_class >= 0

@@ -14,7 +14,7 @@ import numpy as np
 from stream_s5.sessions import EngineFault, SedModel
 from stream_s5.timing import StageTimer
 
-__all__ = ["SedResult", "SedScheduler", "ActivityTimeline", "stacked_timelines"]
+__all__ = ["SedResult", "SedScheduler", "MelFrameCache", "ActivityTimeline", "stacked_timelines"]
 
 
 @dataclass
@@ -74,6 +74,78 @@ def stacked_timelines(n_streams: int, n_classes: int, history: int, hop: int):
     return values, timelines
 
 
+class MelFrameCache:
+    """Each stream's log-mel features of its last SED window, so that the next window (one SED hop
+    later: 120 of its 128 frames already known) costs the front end only its new frames.
+
+    A window's frame j is made of the `context` samples before its own hop; the first
+    ceil(context / mel_hop) frames of a window see the window's zero left pad instead (that is how
+    the graph was trained), so they are recomputed from the window's head, zero-padded — which keeps
+    the features exactly those of the whole window. A window is served from the cache only when its
+    stream's previous window is stored under the same key and identity and ended a whole number
+    k ≥ those edge frames of mel hops before it; anything else (the first window, a skipped SED hop
+    beyond the window, a new stream in a reused slot) is computed whole. Keys are slot numbers, so
+    the store never outgrows the streams."""
+
+    def __init__(self, model: SedModel):
+        self.model = model
+        self.context, self.mel_hop = model.context, model.mel_hop
+        self.window, self.frames = model.window, model.window // model.mel_hop
+        self.edge = -(-self.context // self.mel_hop)
+        self._store: dict[int, tuple[object, int, np.ndarray]] = {}  # key → (identity, end, log-mel [M, frames])
+        self.hits = self.misses = 0
+
+    def forget(self, key: int | None = None) -> None:
+        if key is None:
+            self._store.clear()
+        else:
+            self._store.pop(key, None)
+
+    def _shift(self, key: int, identity, end: int) -> int | None:
+        """Mel frames since the stored window of `key`, when the stored features can be reused."""
+        stored = self._store.get(key)
+        if stored is None or stored[0] != identity:
+            return None
+        step = end - stored[1]
+        if step <= 0 or step % self.mel_hop:
+            return None
+        k = step // self.mel_hop
+        return k if self.edge <= k < self.frames else None
+
+    def log_mel(self, audio: np.ndarray, keys: list[tuple[int, object, int]]) -> np.ndarray:
+        """audio [B, window], keys [(key, identity, end)] per row → log-mel [B, M, frames]."""
+        features = None
+        groups: dict[int | None, list[int]] = {}
+        for row, (key, identity, end) in enumerate(keys):
+            groups.setdefault(self._shift(key, identity, end), []).append(row)
+        for k, rows in groups.items():
+            n = len(rows)
+            if k is None:
+                self.misses += n
+                padded = np.zeros((n, self.context + self.window), np.float32)
+                padded[:, self.context :] = audio[rows]
+                fresh = self.model.log_mel(padded)
+                if features is None:
+                    features = np.empty((len(audio), *fresh.shape[1:]), np.float32)
+                features[rows] = fresh
+                continue
+            self.hits += n
+            span = self.context + k * self.mel_hop
+            chunks = np.zeros((2 * n, span), np.float32)
+            chunks[:n] = audio[rows, self.window - span :]  # the k new frames
+            chunks[n:, self.context :] = audio[rows, : k * self.mel_hop]  # the window's head, zero-padded
+            fresh = self.model.log_mel(chunks)
+            if features is None:
+                features = np.empty((len(audio), fresh.shape[1], self.frames), np.float32)
+            for i, row in enumerate(rows):
+                features[row, :, : self.frames - k] = self._store[keys[row][0]][2][:, k:]
+            features[rows, :, self.frames - k :] = fresh[:n]
+            features[rows, :, : self.edge] = fresh[n:, :, : self.edge]
+        for row, (key, identity, end) in enumerate(keys):
+            self._store[key] = (identity, end, features[row])  # a view: each call's array is new
+        return features
+
+
 class SedScheduler:
     """Runs the SED on the newest window(s) every SED hop. A hop submits its windows; the engine takes
     the results at the start of the next hop (or at the end of the stream) and applies them there,
@@ -88,7 +160,8 @@ class SedScheduler:
     (`nonfinite_outputs`). Only `max_failures` failed calls in a row stop the stream (EngineFault)."""
 
     def __init__(self, model: SedModel, window: int, hop: int, frame_hop: int,
-                 executor: ThreadPoolExecutor | None = None, timeout_s: float | None = 2.0, max_failures: int = 5):
+                 executor: ThreadPoolExecutor | None = None, timeout_s: float | None = 2.0, max_failures: int = 5,
+                 feature_cache: bool = True):
         self.model, self.window, self.hop, self.frame_hop = model, window, hop, frame_hop
         self.executor = executor
         self.timeout_s, self.max_failures = timeout_s, max_failures
@@ -101,14 +174,19 @@ class SedScheduler:
         self.last_error: str | None = None
         self._pending: tuple[int, list[int], Future] | None = None
         self._stalled: Future | None = None  # a timed-out call still occupying the worker
+        # a SED split at its features keeps each stream's log-mel frames between hops
+        self.cache = MelFrameCache(model) if feature_cache and getattr(model, "split", False) else None
 
     def due(self, end: int, phase: int = 0) -> bool:
         """Whether a SED hop ends at ring end `end` for streams at SED phase `phase` (samples)."""
         return end > 0 and end % self.hop == phase
 
-    def _infer(self, audio: np.ndarray, end: int) -> list[SedResult]:
+    def _infer(self, audio: np.ndarray, end: int, cache_keys) -> list[SedResult]:
         t0 = time.perf_counter()
-        clip, frame = self.model(audio)
+        if self.cache is not None and cache_keys is not None:
+            clip, frame = self.model.from_log_mel(self.cache.log_mel(audio, cache_keys))
+        else:
+            clip, frame = self.model(audio)
         self.timer.add(time.perf_counter() - t0)
         if not (np.isfinite(clip).all() and np.isfinite(frame).all()):  # a graph that emits NaN must not reach the tracker (comparisons with NaN are all False)
             self.nonfinite_outputs += int((~np.isfinite(clip)).sum() + (~np.isfinite(frame)).sum())
@@ -116,9 +194,11 @@ class SedScheduler:
             frame = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0)
         return [SedResult(end, end - self.window, clip[i], frame[i], self.frame_hop) for i in range(len(audio))]
 
-    def submit(self, audio: np.ndarray, end: int, frame_index: int, streams=(0,)) -> None:
+    def submit(self, audio: np.ndarray, end: int, frame_index: int, streams=(0,), cache_keys=None) -> None:
         """audio [len(streams), window]: the windows ending at `end`, copied out of the ring (it moves
-        on before the inference ends), submitted at hop `frame_index`."""
+        on before the inference ends), submitted at hop `frame_index`. cache_keys: per window
+        (stream slot, stream identity, the window's end in that stream's samples), for the feature
+        cache of a split SED (MelFrameCache); None computes every window whole."""
         if self._stalled is not None:
             if not self._stalled.done():
                 self.skipped += 1
@@ -127,11 +207,11 @@ class SedScheduler:
         self.calls += 1
         self.windows += audio.shape[0]
         if self.executor is not None:
-            future = self.executor.submit(self._infer, audio, end)
+            future = self.executor.submit(self._infer, audio, end, cache_keys)
         else:
             future = Future()
             try:
-                future.set_result(self._infer(audio, end))
+                future.set_result(self._infer(audio, end, cache_keys))
             except Exception as exc:  # noqa: BLE001 — any graph failure is one missed update
                 future.set_exception(exc)
         self._pending = (frame_index, list(streams), future)
@@ -164,6 +244,11 @@ class SedScheduler:
             self.wait_timer.add(time.perf_counter() - t0)
         self.consecutive_failures = 0
         return frame_index, list(zip(streams, results))
+
+    def cache_stats(self) -> dict | None:
+        """Windows whose features came from the cache (hits) or were computed whole (misses); None
+        without a cache (a single SED graph, or the cache switched off)."""
+        return None if self.cache is None else {"hits": self.cache.hits, "misses": self.cache.misses}
 
     def faults(self) -> dict:
         return {"sed_failures": self.failures, "sed_timeouts": self.timeouts, "sed_skipped": self.skipped,

@@ -60,11 +60,16 @@ def _options(threads: int) -> ort.SessionOptions:
 def _expected_io(bundle: Bundle, key: str) -> tuple[dict, dict]:
     """What the runtime will feed and read: name → (element type, shape; None = any size)."""
     classes, channels = len(bundle.classes), bundle.channels
+    sed_outputs = {"clip_probs": ("tensor(float)", [None, classes]),
+                   "frame_probs": ("tensor(float)", [None, int(bundle.sed["frames"]), classes])}
     if key == "sed":
-        sed = bundle.sed
-        return ({"audio": ("tensor(float)", [None, int(sed["window"])])},
-                {"clip_probs": ("tensor(float)", [None, classes]),
-                 "frame_probs": ("tensor(float)", [None, int(sed["frames"]), classes])})
+        return {"audio": ("tensor(float)", [None, int(bundle.sed["window"])])}, sed_outputs
+    if key in ("sed_front", "sed_body"):
+        front_end = bundle.sed_front_end
+        features = ("tensor(float)", [None, int(front_end["n_mels"]), None if key == "sed_front" else int(front_end["mel_frames"])])
+        if key == "sed_front":
+            return {"audio": ("tensor(float)", [None, None])}, {"log_mel": features}
+        return {"log_mel": features}, sed_outputs
     sep = bundle.separator
     n_freq = int(sep["n_fft"]) // 2 + 1
     state = [int(d) for d in sep["inputs"]["state_in"][1:]]
@@ -117,16 +122,45 @@ def graph_session(bundle: Bundle, key: str, options: ort.SessionOptions, provide
 
 
 class SedModel:
-    """Sliding-window SED graph: audio [B, window] → clip_probs [B, C], frame_probs [B, frames, C]."""
+    """Sliding-window SED graph: audio [B, window] → clip_probs [B, C], frame_probs [B, frames, C].
+
+    A bundle whose SED also comes split at its log-mel features (sed.front_end) is run as its two
+    graphs: `log_mel` (the front end: audio [B, context + n·mel_hop] → features [B, M, n]) and
+    `from_log_mel` (the body: [B, M, mel_frames] → probabilities), so that the SED scheduler can
+    cache each stream's features and compute only the new frames (sed.MelFrameCache). `split`
+    says which; `__call__` is the whole SED either way."""
 
     def __init__(self, bundle: Bundle, providers: list, threads: int = 1):
-        self.session = graph_session(bundle, "sed", _options(threads), providers)
         self.window = int(bundle.sed["window"])
+        self.front_end = bundle.sed_front_end
+        if self.front_end is None:
+            self.session = graph_session(bundle, "sed", _options(threads), providers)
+        else:
+            self.front = graph_session(bundle, "sed_front", _options(threads), providers)
+            self.body = graph_session(bundle, "sed_body", _options(threads), providers)
+            self.context, self.mel_hop = int(self.front_end["context"]), int(self.front_end["mel_hop"])
+
+    @property
+    def split(self) -> bool:
+        return self.front_end is not None
 
     def __call__(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if audio.ndim != 2 or audio.shape[1] != self.window:
             raise ValueError(f"SED expects [B, {self.window}] audio, got {audio.shape}")
-        clip, frame, _ = self.session.run(None, {"audio": np.ascontiguousarray(audio, dtype=np.float32)})
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if self.split:  # the window after `context` zeros, as the single graph pads it
+            padded = np.zeros((audio.shape[0], self.context + self.window), np.float32)
+            padded[:, self.context :] = audio
+            return self.from_log_mel(self.log_mel(padded))
+        clip, frame, _ = self.session.run(None, {"audio": audio})
+        return clip, frame
+
+    def log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """Front end: [B, context + n·mel_hop] → log-mel [B, M, n] (split bundles only)."""
+        return self.front.run(None, {"audio": np.ascontiguousarray(audio, dtype=np.float32)})[0]
+
+    def from_log_mel(self, log_mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        clip, frame, _ = self.body.run(None, {"log_mel": np.ascontiguousarray(log_mel, dtype=np.float32)})
         return clip, frame
 
 

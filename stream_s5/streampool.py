@@ -352,7 +352,8 @@ class StreamPool(_EngineCore):
             window_pos = (end[d, None] - self.sed_window + np.arange(self.sed_window)) % size
             windows = self.ring[sids[d, None], window_pos, 0]  # the reference (first) channel
             tags = [(ready[i].sid, ready[i].generation, int(end[i]), int(local[i])) for i in due]
-            self.sed.submit(np.ascontiguousarray(windows), 0, 0, tags)
+            self.sed.submit(np.ascontiguousarray(windows), 0, 0, tags,
+                            cache_keys=[(sid, generation, end_i) for sid, generation, end_i, _ in tags])
         # separator: the occupied slots of the ready streams, guided by their SED activity at their frame
         t1 = time.perf_counter()
         bank = self.bank

@@ -110,6 +110,11 @@ def test_every_missing_field_is_named_in_one_error(bundle_copy):
     (lambda m: m.update(classes=["Speech", "Speech"]), "non-unique elements"),
     (lambda m: m.update(format="stream_s5.bundle/2"), "format: 'stream_s5.bundle/1' was expected"),
     (lambda m: m["files"].update({"sed.onnx": "abc"}), "does not match"),
+    (lambda m: m["sed"]["front_end"].update(mel_frames=100), r"sed.front_end.mel_frames × mel_hop \(100 × 160\)"),
+    (lambda m: m["sed"]["front_end"].update(mel_hop=300), "must be a multiple of sed.front_end.mel_hop"),
+    (lambda m: m["sed"]["front_end"].update(typo=1), "Additional properties are not allowed"),
+    (lambda m: m["files"].pop("sed_body.onnx"), "sed.front_end.body 'sed_body.onnx' is not listed in files"),
+    (lambda m: m["files"].update({"sed_front.onnx": "0" * 64}), "sed_front.onnx: sha256 .* does not match"),
 ])
 def test_out_of_range_or_inconsistent_values_are_refused(bundle_copy, edit, match):
     _edit(bundle_copy, edit)
@@ -137,14 +142,20 @@ def _fast(bundle):
 def test_a_class_list_that_disagrees_with_the_graphs_is_refused_at_session_time(bundle_copy):
     _edit(bundle_copy, lambda m: m.update(classes=m["classes"][:17]))
     bundle = load_bundle(bundle_copy)  # the manifest alone is consistent
-    with pytest.raises(BundleError, match=r"sed.onnx: the graph does not match bundle.json:\n.*clip_probs' axis 1 is 18, "
+    with pytest.raises(BundleError, match=r"sed(_body)?.onnx: the graph does not match bundle.json:\n.*clip_probs' axis 1 is 18, "
                                           r"bundle.json implies 17"):
         _fast(bundle)
 
 
 def test_a_window_that_disagrees_with_the_graph_is_refused_at_session_time(bundle_copy):
-    _edit(bundle_copy, lambda m: m["sed"].update(window=25600, frames=40))
+    _edit(bundle_copy, lambda m: (m["sed"].update(window=25600, frames=40), m["sed"].pop("front_end")))
     with pytest.raises(BundleError, match="input 'audio' axis 1 is 20480, bundle.json implies 25600"):
+        _fast(load_bundle(bundle_copy))
+
+
+def test_a_window_that_disagrees_with_the_split_graphs_is_refused_at_session_time(bundle_copy):
+    _edit(bundle_copy, lambda m: (m["sed"].update(window=25600, frames=40), m["sed"]["front_end"].update(mel_frames=160)))
+    with pytest.raises(BundleError, match="(?s)sed_body.onnx: .*input 'log_mel' axis 2 is 128, bundle.json implies 160"):
         _fast(load_bundle(bundle_copy))
 
 
@@ -156,17 +167,21 @@ def test_a_state_shape_that_disagrees_with_the_separator_is_refused(bundle_copy)
 
 def test_sessions_run_the_bytes_that_were_hashed_not_a_later_swap(bundle_copy):
     bundle = load_bundle(bundle_copy)
-    (bundle_copy / "sed.onnx").write_bytes(b"not a graph any more")
+    for name in bundle.manifest["files"]:
+        (bundle_copy / name).write_bytes(b"not a graph any more")
     engine = _fast(bundle)  # built from the verified bytes kept by load_bundle
     assert engine.feed(__import__("numpy").zeros(16000, "float32")).length > 0
 
 
-def test_a_graph_onnx_runtime_cannot_parse_is_a_bundle_error(bundle_copy):
+@pytest.mark.parametrize("name", ["sed.onnx", "sed_front.onnx", "sed_body.onnx"])
+def test_a_graph_onnx_runtime_cannot_parse_is_a_bundle_error(bundle_copy, name):
     import hashlib
 
-    (bundle_copy / "sed.onnx").write_bytes(b"garbage")
-    _edit(bundle_copy, lambda m: m["files"].update({"sed.onnx": hashlib.sha256(b"garbage").hexdigest()}))
-    with pytest.raises(BundleError, match="ONNX Runtime cannot load the graph"):
+    (bundle_copy / name).write_bytes(b"garbage")
+    _edit(bundle_copy, lambda m: m["files"].update({name: hashlib.sha256(b"garbage").hexdigest()}))
+    if name == "sed.onnx":  # the single SED graph is what runs when the bundle has no split
+        _edit(bundle_copy, lambda m: m["sed"].pop("front_end"))
+    with pytest.raises(BundleError, match=f"{name}: ONNX Runtime cannot load the graph"):
         _fast(load_bundle(bundle_copy))
 
 
@@ -190,3 +205,12 @@ def test_shipped_bundles_load_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BundleError, match="shipped bundles by name: default"):
         load_bundle("no-such-bundle")
+
+
+def test_a_front_end_graph_that_does_not_match_the_manifest_is_refused(bundle_copy):
+    # the body declared for 64 mel bands gets a graph that is not a SED body at all
+    shutil.copy(bundle_copy / "separator.onnx", bundle_copy / "sed_body.onnx")
+    digest = __import__("hashlib").sha256((bundle_copy / "sed_body.onnx").read_bytes()).hexdigest()
+    _edit(bundle_copy, lambda m: m["files"].update({"sed_body.onnx": digest}))
+    with pytest.raises(BundleError, match=r"sed_body.onnx: the graph does not match bundle.json:\n.*input 'log_mel' is missing"):
+        Engine(bundle_copy, device="cpu", options=EngineOptions(calibrate=False))

@@ -38,7 +38,13 @@ def test_export_writes_verified_bundle_that_runs_without_torch(trained, tmp_path
     ops = set(manifest["provenance"]["verification"]["graphs"]["separator.onnx"]["ops"])
     assert not ops & {"Loop", "Scan", "If"}
     assert manifest["provenance"]["verification"]["max_abs_diff"]["streaming"] < 1e-4
+    # the SED also split at its log-mel features (front end with a length-following output + body)
+    worst = manifest["provenance"]["verification"]["max_abs_diff"]
+    assert worst["sed_split"] < 1e-4 and worst["sed_front"] < 1e-3
+    assert not set(manifest["provenance"]["verification"]["graphs"]["sed_front.onnx"]["ops"]) & {"STFT", "Loop", "Scan", "If"}
     bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.sed_front_end == {"file": "sed_front.onnx", "body": "sed_body.onnx", "mel_hop": 160, "context": 352,
+                                    "n_mels": bundle.sed_front_end["n_mels"], "mel_frames": bundle.sed["window"] // 160}
     assert bundle.separator["state"][0]["input"] == "state_in"
     # the runtime runs it in a process where torch cannot be imported at all
     code = (

@@ -1,0 +1,126 @@
+"""The SED stage: the per-stream log-mel cache of a split SED equals computing every window whole,
+and the shipped split bundle equals its single SED graph."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+
+from stream_s5.bundle import load_bundle
+from stream_s5.engine import Engine, EngineOptions
+from stream_s5.sed import MelFrameCache, SedScheduler
+from stream_s5.sessions import SedModel
+
+from .conftest import flatten
+
+N_FFT, WIN, MEL_HOP, WINDOW = 64, 48, 16, 512  # small numbers, the shipped bundle's geometry (context > 2 hops)
+
+
+class NumpySplitSed:
+    """A split SED in numpy: the front end frames the audio like the exported graph (frame j is the
+    n_fft − mel_hop samples before its hop and the hop itself, a window of WIN samples centred in
+    N_FFT); the 'body' returns the features it was given, so that tests see them."""
+
+    split = True
+    window, mel_hop, context = WINDOW, MEL_HOP, N_FFT - MEL_HOP
+
+    def __init__(self):
+        self.front_calls, self.front_frames = 0, 0
+        self.hann = np.hanning(WIN + 1)[:-1].astype(np.float64)
+
+    def log_mel(self, audio):
+        n = (audio.shape[1] - self.context) // self.mel_hop
+        offset = (N_FFT - WIN) // 2
+        frames = np.stack([audio[:, j * MEL_HOP + offset : j * MEL_HOP + offset + WIN] for j in range(n)], axis=1)
+        power = np.abs(np.fft.rfft(frames * self.hann, n=N_FFT)) ** 2  # [B, n, F]
+        self.front_calls += 1
+        self.front_frames += audio.shape[0] * n
+        return np.log(power + 1e-6).transpose(0, 2, 1).astype(np.float32)
+
+    def whole(self, audio):
+        padded = np.concatenate([np.zeros((audio.shape[0], self.context), np.float32), audio], axis=1)
+        return self.log_mel(padded)
+
+
+def test_cached_windows_equal_whole_windows_across_hops_gaps_and_new_streams():
+    model = NumpySplitSed()
+    cache = MelFrameCache(model)
+    assert cache.edge == 3  # ceil(48 / 16): the frames that see the window's zero pad
+    rng = np.random.default_rng(0)
+    streams = [rng.standard_normal(4000).astype(np.float32) for _ in range(2)]
+    hop = 64  # 4 mel frames per SED hop
+    # stream 0 every hop except one skipped; stream 1 joins late, then its slot gets a new stream
+    schedule = [(end, [(0, 0)] + ([(1, 0)] if end >= 1024 else [])) for end in range(hop, 1600, hop) if end != 704]
+    schedule += [(end, [(1, 1)]) for end in (1664, 1728)]  # identity 1: a new stream in slot 1
+    schedule += [(1800, [(0, 0)])]  # not a whole number of mel hops after the last: computed whole
+    for end, keys in schedule:
+        audio = np.stack([np.concatenate([np.zeros(WINDOW, np.float32), streams[k]])[end : end + WINDOW] for k, _ in keys])
+        got = cache.log_mel(audio, [(k, ident, end) for k, ident in keys])
+        np.testing.assert_allclose(got, model.whole(audio), atol=1e-5)
+    # misses: stream 0's first window, the window after the skipped hop (k = 8 is still served: hit),
+    # stream 1's first window, the new stream's first window, the off-grid window
+    assert cache.misses == 4
+    assert cache.hits == len([k for _, keys in schedule for k in keys]) - 4
+
+
+def test_cached_hop_computes_only_the_new_and_edge_frames():
+    model = NumpySplitSed()
+    cache = MelFrameCache(model)
+    audio = np.random.default_rng(1).standard_normal((1, WINDOW + 64)).astype(np.float32)
+    cache.log_mel(audio[:, :WINDOW], [(0, 0, 1000)])
+    before = model.front_frames
+    cache.log_mel(audio[:, 64:], [(0, 0, 1064)])
+    assert model.front_frames - before == 2 * 4  # 4 new frames + the 4-frame zero-padded head, not 32
+    cache.forget(0)
+    cache.log_mel(audio[:, 64:], [(0, 0, 1128)])
+    assert cache.misses == 2
+
+
+def test_scheduler_without_keys_or_with_the_cache_off_computes_whole_windows():
+    class Body(NumpySplitSed):
+        def from_log_mel(self, feats):
+            return feats.mean(axis=(1, 2))[:, None], feats.mean(axis=1)[:, :, None]
+
+        def __call__(self, audio):
+            return self.from_log_mel(self.whole(audio))
+
+    model = Body()
+    audio = np.random.default_rng(2).standard_normal((1, WINDOW)).astype(np.float32)
+    for cache_on, keys in ((True, None), (False, [(0, 0, 512)])):
+        scheduler = SedScheduler(model, WINDOW, 64, MEL_HOP, feature_cache=cache_on)
+        scheduler.submit(audio, 512, 0, cache_keys=keys)
+        scheduler.take()
+        assert scheduler.cache_stats() in (None, {"hits": 0, "misses": 0})
+
+
+def test_shipped_split_bundle_equals_its_single_sed_graph():
+    bundle = load_bundle()
+    assert bundle.sed_front_end is not None
+    model = SedModel(bundle, ["CPUExecutionProvider"])
+    single = ort.InferenceSession(bundle.graph("sed"), providers=["CPUExecutionProvider"])
+    audio = (0.1 * np.random.default_rng(3).standard_normal((3, model.window))).astype(np.float32)
+    clip, frame = model(audio)
+    ref_clip, ref_frame, _ = single.run(None, {"audio": audio})
+    np.testing.assert_allclose(clip, ref_clip, atol=1e-4)
+    np.testing.assert_allclose(frame, ref_frame, atol=1e-4)
+
+
+@pytest.mark.parametrize("sed_worker", [False, True])
+def test_engine_with_the_feature_cache_equals_the_engine_without(sed_worker):
+    audio, rate = sf.read("tests/data/real_footsteps_speech.flac", dtype="float32")
+    audio = audio[: 4 * rate]
+    runs = {}
+    for cache_on in (True, False):
+        engine = Engine(options=EngineOptions(calibrate=False, sed_worker=sed_worker, sed_feature_cache=cache_on),
+                        input_rate=rate, device="cpu")
+        outs = [engine.feed(audio[i : i + 1000]) for i in range(0, len(audio), 1000)] + [engine.flush()]
+        runs[cache_on] = (flatten(outs), engine.stats())
+    ((audio_c, backfill_c, events_c, _), stats), ((audio_w, backfill_w, events_w, _), whole_stats) = runs[True], runs[False]
+    assert stats["sed_feature_cache"]["misses"] == 1 and stats["sed_feature_cache"]["hits"] == stats["sed_calls"] - 1
+    assert whole_stats["sed_feature_cache"] is None
+    assert events_c, "the test recording must produce events for this comparison to mean anything"
+    assert [e[:3] for e in events_c] == [e[:3] for e in events_w]
+    np.testing.assert_allclose([e[3] for e in events_c], [e[3] for e in events_w], atol=1e-4)  # peaks
+    assert audio_c.keys() == audio_w.keys() and len(backfill_c) == len(backfill_w)
+    for label in audio_c:
+        np.testing.assert_allclose(audio_c[label], audio_w[label], atol=1e-4)
