@@ -1,6 +1,8 @@
 """The SED stage: the per-stream log-mel cache of a split SED equals computing every window whole,
 and the shipped split bundle equals its single SED graph."""
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -107,7 +109,7 @@ def test_shipped_split_bundle_equals_its_single_sed_graph():
 
 @pytest.mark.parametrize("sed_worker", [False, True])
 def test_engine_with_the_feature_cache_equals_the_engine_without(sed_worker):
-    audio, rate = sf.read("tests/data/real_footsteps_speech.flac", dtype="float32")
+    audio, rate = sf.read(Path(__file__).parent / "data" / "real_footsteps_speech.flac", dtype="float32")
     audio = audio[: 4 * rate]
     runs = {}
     for cache_on in (True, False):
