@@ -298,19 +298,6 @@ class SedFrontEnd(nn.Module):
         return torch.log(torch.matmul(self.mel, power) + 1e-6)
 
 
-class SedBodyExport(nn.Module):
-    """The SED graph after its front end: log-mel [B, M, frames] → the three runtime outputs."""
-
-    def __init__(self, net: SedNet):
-        super().__init__()
-        self.net = net
-        self.eval()
-
-    def forward(self, log_mel):
-        out = self.net.from_log_mel(log_mel)
-        return out["clip_probs"], out["frame_probs"], out["class_embeddings"]
-
-
 class SedExport(nn.Module):
     """The graph the runtime sees: three outputs, no training heads."""
 
@@ -322,6 +309,14 @@ class SedExport(nn.Module):
 
     def forward(self, audio):
         out = self.net(audio)
+        return out["clip_probs"], out["frame_probs"], out["class_embeddings"]
+
+
+class SedBodyExport(SedExport):
+    """The SED graph after its front end: log-mel [B, M, frames] → the same three outputs."""
+
+    def forward(self, log_mel):
+        out = self.net.from_log_mel(log_mel)
         return out["clip_probs"], out["frame_probs"], out["class_embeddings"]
 
 
