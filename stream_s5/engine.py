@@ -30,7 +30,7 @@ from stream_s5.bundle import Bundle, load_bundle
 from stream_s5.conditioning import InputConditioner
 from stream_s5.labels import parse_class_list
 from stream_s5.ring import RingBuffer
-from stream_s5.sed import ActivityTimeline, MelFrameCache, SedResult, SedScheduler
+from stream_s5.sed import ActivityTimeline, MelFrameCache, SedResult, SedScheduler, run_sed
 from stream_s5.separator import SeparatorBank
 from stream_s5.sessions import BoundSeparatorModel, EngineFault, SedModel, SeparatorModel, choose_providers
 from stream_s5.timing import StageTimer
@@ -270,15 +270,12 @@ class _EngineCore:
                 per_pass.append(time.perf_counter() - t)
         window = np.zeros((sed_batch, int(self.bundle.sed["window"])), np.float32)
         sed_hop = int(self.bundle.sed["hop"])
-        # a split SED is timed as it streams: from its feature cache, one SED hop after the last window
-        cache = MelFrameCache(self.sed_model) if self.sed_model.split and self.options.sed_feature_cache else None
+        # timed as the stream runs it: with the scheduler's feature cache (a fresh one), one SED hop apart
+        cache = MelFrameCache(self.sed_model) if self.sed.cache is not None else None
         sed_times = []
         for i in range(sed_runs + 1):
             t = time.perf_counter()
-            if cache is None:
-                self.sed_model(window)
-            else:
-                self.sed_model.from_log_mel(cache.log_mel(window, [(b, 0, i * sed_hop) for b in range(sed_batch)]))
+            run_sed(self.sed_model, window, cache, [(b, 0, i * sed_hop) for b in range(sed_batch)])
             if i >= 1:
                 sed_times.append(time.perf_counter() - t)
         return float(np.median(per_pass)) * 1000, float(np.median(sed_times)) * 1000

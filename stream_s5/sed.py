@@ -14,7 +14,7 @@ import numpy as np
 from stream_s5.sessions import EngineFault, SedModel
 from stream_s5.timing import StageTimer
 
-__all__ = ["SedResult", "SedScheduler", "MelFrameCache", "ActivityTimeline", "stacked_timelines"]
+__all__ = ["SedResult", "SedScheduler", "MelFrameCache", "run_sed", "ActivityTimeline", "stacked_timelines"]
 
 
 @dataclass
@@ -74,6 +74,14 @@ def stacked_timelines(n_streams: int, n_classes: int, history: int, hop: int):
     return values, timelines
 
 
+def run_sed(model: SedModel, audio: np.ndarray, cache: "MelFrameCache | None" = None, cache_keys=None):
+    """(clip_probs, frame_probs) of windows [B, window]: through the feature cache when there is one and
+    the windows have keys, else whole."""
+    if cache is not None and cache_keys is not None:
+        return model.from_log_mel(cache.log_mel(audio, cache_keys))
+    return model(audio)
+
+
 class MelFrameCache:
     """Each stream's log-mel features of its last SED window, so that the next window (one SED hop
     later: 120 of its 128 frames already known) costs the front end only its new frames.
@@ -122,9 +130,7 @@ class MelFrameCache:
             n = len(rows)
             if k is None:
                 self.misses += n
-                padded = np.zeros((n, self.context + self.window), np.float32)
-                padded[:, self.context :] = audio[rows]
-                fresh = self.model.log_mel(padded)
+                fresh = self.model.window_log_mel(audio[rows])
                 if features is None:
                     features = np.empty((len(audio), *fresh.shape[1:]), np.float32)
                 features[rows] = fresh
@@ -183,10 +189,7 @@ class SedScheduler:
 
     def _infer(self, audio: np.ndarray, end: int, cache_keys) -> list[SedResult]:
         t0 = time.perf_counter()
-        if self.cache is not None and cache_keys is not None:
-            clip, frame = self.model.from_log_mel(self.cache.log_mel(audio, cache_keys))
-        else:
-            clip, frame = self.model(audio)
+        clip, frame = run_sed(self.model, audio, self.cache, cache_keys)
         self.timer.add(time.perf_counter() - t0)
         if not (np.isfinite(clip).all() and np.isfinite(frame).all()):  # a graph that emits NaN must not reach the tracker (comparisons with NaN are all False)
             self.nonfinite_outputs += int((~np.isfinite(clip)).sum() + (~np.isfinite(frame)).sum())

@@ -147,17 +147,21 @@ class SedModel:
     def __call__(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if audio.ndim != 2 or audio.shape[1] != self.window:
             raise ValueError(f"SED expects [B, {self.window}] audio, got {audio.shape}")
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
-        if self.split:  # the window after `context` zeros, as the single graph pads it
-            padded = np.zeros((audio.shape[0], self.context + self.window), np.float32)
-            padded[:, self.context :] = audio
-            return self.from_log_mel(self.log_mel(padded))
-        clip, frame, _ = self.session.run(None, {"audio": audio})
+        if self.split:
+            return self.from_log_mel(self.window_log_mel(audio))
+        clip, frame, _ = self.session.run(None, {"audio": np.ascontiguousarray(audio, dtype=np.float32)})
         return clip, frame
 
     def log_mel(self, audio: np.ndarray) -> np.ndarray:
         """Front end: [B, context + n·mel_hop] → log-mel [B, M, n] (split bundles only)."""
         return self.front.run(None, {"audio": np.ascontiguousarray(audio, dtype=np.float32)})[0]
+
+    def window_log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """Whole windows [B, window] → their log-mel [B, M, mel_frames]: each window after `context`
+        zeros, as the single graph pads it (split bundles only)."""
+        padded = np.zeros((audio.shape[0], self.context + self.window), np.float32)
+        padded[:, self.context :] = audio
+        return self.log_mel(padded)
 
     def from_log_mel(self, log_mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         clip, frame, _ = self.body.run(None, {"log_mel": np.ascontiguousarray(log_mel, dtype=np.float32)})

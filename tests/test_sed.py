@@ -39,7 +39,7 @@ class NumpySplitSed:
         self.front_frames += audio.shape[0] * n
         return np.log(power + 1e-6).transpose(0, 2, 1).astype(np.float32)
 
-    def whole(self, audio):
+    def window_log_mel(self, audio):
         padded = np.concatenate([np.zeros((audio.shape[0], self.context), np.float32), audio], axis=1)
         return self.log_mel(padded)
 
@@ -58,7 +58,7 @@ def test_cached_windows_equal_whole_windows_across_hops_gaps_and_new_streams():
     for end, keys in schedule:
         audio = np.stack([np.concatenate([np.zeros(WINDOW, np.float32), streams[k]])[end : end + WINDOW] for k, _ in keys])
         got = cache.log_mel(audio, [(k, ident, end) for k, ident in keys])
-        np.testing.assert_allclose(got, model.whole(audio), atol=1e-5)
+        np.testing.assert_allclose(got, model.window_log_mel(audio), atol=1e-5)
     # misses: stream 0's first window, the window after the skipped hop (k = 8 is still served: hit),
     # stream 1's first window, the new stream's first window, the off-grid window
     assert cache.misses == 4
@@ -84,7 +84,7 @@ def test_scheduler_without_keys_or_with_the_cache_off_computes_whole_windows():
             return feats.mean(axis=(1, 2))[:, None], feats.mean(axis=1)[:, :, None]
 
         def __call__(self, audio):
-            return self.from_log_mel(self.whole(audio))
+            return self.from_log_mel(self.window_log_mel(audio))
 
     model = Body()
     audio = np.random.default_rng(2).standard_normal((1, WINDOW)).astype(np.float32)
