@@ -12,6 +12,10 @@ median onset delay (decision time − true onset) above the target:
 ``delay_weight × max(0, median delay − delay_target)`` (defaults 0.2 per second above 0.15 s: 0.1 s
 of delay weighs like 2 points of accuracy-plus-F1 mean). ``--delay-weight 0`` tunes for accuracy only.
 Validation scenes use a seed different from the evaluation's (1000) and from training's (0).
+
+``--per-class`` then gives classes their own (on, off) pair (`class_thresholds`), one class at a time
+over CLASS_LEVELS from the tuned global pair, kept only where the score rises by more than
+CLASS_MIN_GAIN (a class's pair must earn its place, not follow noise in a few scenes).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ GRID = {
     "fast_on_threshold": [None, 0.98, 0.95, 0.9, 0.85, 0.8],
 }
 ROUNDS = 2
+# (on, off) pairs a class may take instead of the global pair (--per-class)
+CLASS_LEVELS = [(0.3, 0.2), (0.4, 0.25), (0.5, 0.3), (0.6, 0.4), (0.7, 0.5), (0.8, 0.5), (0.9, 0.6), (0.95, 0.7)]
+CLASS_ROUNDS = 2
+CLASS_MIN_GAIN = 0.002
 
 
 def objective(accuracy: float, segment_f1: float, median_delay_s: float | None,
@@ -71,7 +79,7 @@ def replay(bundle, results: list[SedResult], options: TrackerOptions, n: int):
 
 
 def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target: float = 0.15,
-         soundbank: str | None = None, real_scenes: int = 0) -> tuple[TrackerOptions, dict]:
+         soundbank: str | None = None, real_scenes: int = 0, per_class: bool = False) -> tuple[TrackerOptions, dict]:
     """Tune on `scenes` procedural scenes plus, with `soundbank` (a folder bank, e.g. the real bank's
     valid/ split), `real_scenes` scenes built from it (20 % without a target, for false alarms)."""
     bundle = load_bundle(model)
@@ -109,10 +117,25 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
                 candidate = score(opts)
                 if candidate[0] > best[0]:
                     best = candidate
+    global_best = best
+    if per_class:
+        for _ in range(CLASS_ROUNDS):
+            for label in bundle.classes:
+                for level in CLASS_LEVELS:
+                    pairs = {**best[-1].class_thresholds, label: level}
+                    if level == (best[-1].on_threshold, best[-1].off_threshold):
+                        del pairs[label]
+                    if pairs == best[-1].class_thresholds:
+                        continue
+                    candidate = score(replace(best[-1], class_thresholds=pairs))
+                    if candidate[0] > best[0] + CLASS_MIN_GAIN:
+                        best = candidate
     report = {"validation": {"scenes": scenes, "seed": seed, "soundbank": soundbank, "real_scenes": real_scenes if soundbank else 0,
                              "grid": GRID, "rounds": ROUNDS,
-                             "delay_weight": delay_weight, "delay_target_s": delay_target},
-              "chosen": summary(best), "defaults": summary(default)}
+                             "delay_weight": delay_weight, "delay_target_s": delay_target,
+                             "per_class": {"levels": CLASS_LEVELS, "rounds": CLASS_ROUNDS, "min_gain": CLASS_MIN_GAIN}
+                             if per_class else None},
+              "chosen": summary(best), "global_only": summary(global_best), "defaults": summary(default)}
     return best[-1], report
 
 
@@ -125,16 +148,18 @@ def main(argv=None):
     p.add_argument("--delay-target", type=float, default=0.15, help="median onset delay (s) that is not penalised")
     p.add_argument("--soundbank", default=None, help="also tune on scenes from this folder bank (e.g. realbank/valid)")
     p.add_argument("--real-scenes", type=int, default=100, help="scenes from --soundbank")
+    p.add_argument("--per-class", action="store_true", help="then tune each class's own (on, off) pair")
     args = p.parse_args(argv)
     options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target,
-                           args.soundbank, args.real_scenes)
+                           args.soundbank, args.real_scenes, args.per_class)
 
     def record(manifest: dict) -> None:
         manifest["tracker"] = asdict(options)
         manifest.setdefault("provenance", {})["tracker_tuning"] = report
 
     update_manifest(args.model, record)
-    print(json.dumps({"tracker": asdict(options), **report["chosen"], "defaults": report["defaults"]}, indent=2))
+    print(json.dumps({"tracker": asdict(options), **report["chosen"], "global_only": report["global_only"],
+                      "defaults": report["defaults"]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -182,6 +182,11 @@ def validate_manifest(manifest: dict) -> list[str]:
     fast = tracker.get("fast_on_threshold")
     if fast is not None and fast < on:
         problems.append(f"tracker.fast_on_threshold ({fast}) must not be below tracker.on_threshold ({on})")
+    for label, (class_on, class_off) in tracker.get("class_thresholds", {}).items():
+        if label not in manifest["classes"]:
+            problems.append(f"tracker.class_thresholds names {label!r}, which is not one of the bundle's classes")
+        if class_off > class_on:
+            problems.append(f"tracker.class_thresholds[{label!r}]: off ({class_off}) must not exceed on ({class_on})")
     front_end = sed.get("front_end")
     if front_end is not None:
         if front_end["mel_frames"] * front_end["mel_hop"] != sed["window"]:

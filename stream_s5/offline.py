@@ -55,8 +55,9 @@ def separate_offline(bundle: Bundle, sed: SedModel, separator: SeparatorModel, a
     rate, hop, n_fft = bundle.sample_rate, bundle.hop, int(bundle.separator["n_fft"])
     activity, clip_max = frame_activity_offline(sed, bundle, audio)
     events = []
+    on_thresholds = np.array([opt.thresholds(c)[0] for c in bundle.classes], np.float32)
     for ci, label in enumerate(bundle.classes):
-        on = activity[:, ci] >= opt.on_threshold
+        on = activity[:, ci] >= on_thresholds[ci]
         edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
         for a, b in zip(edges[::2], edges[1::2]):
             if (b - a) * hop / rate >= opt.min_event_s:
@@ -64,7 +65,7 @@ def separate_offline(bundle: Bundle, sed: SedModel, separator: SeparatorModel, a
     if classes is None:
         min_frames = int(opt.min_event_s * rate / hop)
         classes = [c for i, c in enumerate(bundle.classes)
-                   if clip_max[i] >= opt.on_threshold and (activity[:, i] >= opt.on_threshold).sum() >= max(1, min_frames)]
+                   if clip_max[i] >= on_thresholds[i] and (activity[:, i] >= on_thresholds[i]).sum() >= max(1, min_frames)]
     padded = np.concatenate([audio, np.zeros((audio.shape[0], n_fft), np.float32)], axis=1)
     spec = offline_stft(padded, n_fft, hop)  # [T, C, 2, F]
     outputs = {}

@@ -6,7 +6,10 @@ probabilities). A class turns on after `min_on_hops` consecutive scores ≥ `on_
 after `min_off_hops` consecutive scores < `off_threshold`; a score ≥ `fast_on_threshold` turns it on at
 once (a confident detection need not wait the hysteresis out: lower onset delay). Its onset is found by walking back through
 the window's frame probabilities while they stay ≥ `off_threshold` (so a class detected late still
-gets its true onset), its offset is the end of its last frame ≥ `off_threshold`. Events shorter than
+gets its true onset), its offset is the end of its last frame ≥ `off_threshold`. `class_thresholds`
+gives a class its own (on, off) pair instead of the global one — the SED is not equally calibrated for
+every class (a class trained on little real material scores lower on real audio; one learnt only from
+generators fires on real backgrounds); the fast path never undercuts a class's own on threshold. Events shorter than
 `min_event_s` are retracted. A slot stays with its class for `hold_s` after the offset (tails).
 
 Events are published as soon as they are known: an onset (offset None) when a class turns on, the
@@ -41,12 +44,20 @@ class TrackerOptions:
     backfill_s: float = 0.1  # separator pre-roll before the onset when a slot starts
     clip_gate: float = 0.0  # an onset also needs the window-level probability of the class ≥ this
     fast_on_threshold: float | None = None  # a score ≥ this turns the class on without min_on_hops
+    class_thresholds: dict[str, tuple[float, float]] = field(default_factory=dict)  # class → (on, off)
+
+    def thresholds(self, label: str) -> tuple[float, float]:
+        """(on, off) for `label`: its own pair, or the global one."""
+        pair = self.class_thresholds.get(label)
+        return (self.on_threshold, self.off_threshold) if pair is None else (float(pair[0]), float(pair[1]))
 
     @classmethod
     def from_bundle(cls, manifest: dict) -> "TrackerOptions":
         """The bundle's tuned `tracker` section (export/tune_tracker.py); defaults for what it lacks."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in manifest.get("tracker", {}).items() if k in known})
+        settings = {k: v for k, v in manifest.get("tracker", {}).items() if k in known}
+        settings["class_thresholds"] = {c: tuple(pair) for c, pair in settings.get("class_thresholds", {}).items()}
+        return cls(**settings)
 
 
 @dataclass
@@ -108,6 +119,10 @@ class ClassTracker:
             unknown = [c for c in self.fixed if c not in self.classes]
             if unknown:
                 raise ValueError(f"unknown classes {unknown}")
+        unknown = [c for c in self.options.class_thresholds if c not in self.classes]
+        if unknown:
+            raise ValueError(f"class_thresholds names unknown classes {unknown}")
+        self._thresholds = [self.options.thresholds(c) for c in self.classes]
         self.reset()
 
     def reset(self):
@@ -130,16 +145,18 @@ class ClassTracker:
         for ci, label in enumerate(self.classes):
             st = self.state[label]
             score = float(scores[ci])
-            high = frames[:, ci] >= opt.off_threshold
+            on_threshold, off_threshold = self._thresholds[ci]
+            high = frames[:, ci] >= off_threshold
             if high.any():
                 st.last_high_end = max(st.last_high_end, result.frame_start(int(np.flatnonzero(high)[-1]) + 1))
             if not st.active:
                 clip_ok = result.clip_probs[ci] >= opt.clip_gate
-                st.above = st.above + 1 if clip_ok and score >= opt.on_threshold else 0
-                fast = opt.fast_on_threshold is not None and clip_ok and score >= opt.fast_on_threshold
+                st.above = st.above + 1 if clip_ok and score >= on_threshold else 0
+                fast = (opt.fast_on_threshold is not None and clip_ok
+                        and score >= max(opt.fast_on_threshold, on_threshold))
                 if st.above >= opt.min_on_hops or fast:
                     j = len(frames) - 1
-                    while j > 0 and frames[j - 1, ci] >= opt.off_threshold:
+                    while j > 0 and frames[j - 1, ci] >= off_threshold:
                         j -= 1
                     # never before the previous event of this class ended
                     st.onset = max(result.frame_start(j), st.last_offset)
@@ -149,7 +166,7 @@ class ClassTracker:
                     changed.append(replace(st.event))  # a snapshot: the open event is completed later
             else:
                 st.peak = max(st.peak, score)
-                st.below = st.below + 1 if score < opt.off_threshold else 0
+                st.below = st.below + 1 if score < off_threshold else 0
                 if st.below >= opt.min_off_hops:
                     st.active = False
                     offset = max(min(st.last_high_end, result.end), st.onset)

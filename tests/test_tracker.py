@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from stream_s5.sed import ActivityTimeline, SedResult
 from stream_s5.tracker import ClassTracker, TrackerOptions
@@ -135,3 +136,32 @@ def test_fast_threshold_decides_a_confident_onset_without_waiting_for_min_on_hop
     assert 1.0 <= fast <= 1.0 + SED_HOP / RATE  # the first hop that saw the event
     # a score under the fast threshold still waits the hysteresis out
     assert decided(fast_on_threshold=0.99) == slow
+
+
+def test_class_thresholds_override_the_global_pair_for_their_class_only():
+    def f(t):  # A and B both at 0.6 during 1–2 s
+        p = np.full(len(CLASSES), 0.05)
+        if 1000 <= t < 2000:
+            p[:2] = 0.6
+        return p
+
+    def labels(**kw):
+        tr = make(**kw)
+        for r in results(f, 3.0):
+            tr.update(r)
+        tr.close(3000)
+        return sorted({e.label for e in tr.events})
+
+    assert labels(on_threshold=0.8, off_threshold=0.5) == []
+    assert labels(on_threshold=0.8, off_threshold=0.5, class_thresholds={"A": (0.5, 0.3)}) == ["A"]
+    assert labels(on_threshold=0.5, off_threshold=0.3, class_thresholds={"B": (0.9, 0.6)}) == ["A"]
+    # the fast path never undercuts a class's own on threshold
+    assert labels(on_threshold=0.5, off_threshold=0.3, min_on_hops=50, fast_on_threshold=0.55,
+                  class_thresholds={"B": (0.9, 0.6)}) == ["A"]
+
+
+def test_class_thresholds_come_from_the_bundle_and_unknown_classes_are_refused():
+    options = TrackerOptions.from_bundle({"tracker": {"on_threshold": 0.7, "class_thresholds": {"A": [0.4, 0.2]}}})
+    assert options.thresholds("A") == (0.4, 0.2) and options.thresholds("B") == (0.7, 0.3)
+    with pytest.raises(ValueError, match="unknown classes"):
+        make(class_thresholds={"Z": (0.5, 0.3)})

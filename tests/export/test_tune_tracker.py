@@ -41,3 +41,19 @@ def test_tuning_can_add_scenes_from_a_folder_bank(toy_bundle, tmp_path, capsys):
     capsys.readouterr()
     validation = load_bundle(bundle_dir).manifest["provenance"]["tracker_tuning"]["validation"]
     assert validation["real_scenes"] == 2 and validation["soundbank"] == str(tmp_path / "valid")
+
+
+def test_per_class_tuning_keeps_only_pairs_that_raise_the_score(toy_bundle, tmp_path, capsys):
+    from export.tune_tracker import CLASS_LEVELS, CLASS_MIN_GAIN
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(toy_bundle, bundle_dir)
+    tune_main(["--model", str(bundle_dir), "--scenes", "3", "--seed", "5", "--per-class"])
+    printed = json.loads(capsys.readouterr().out)
+    pairs = load_bundle(bundle_dir).manifest["tracker"]["class_thresholds"]
+    assert all(tuple(pair) in CLASS_LEVELS for pair in pairs.values())
+    # each kept pair raised the score by more than the minimum gain
+    assert printed["score"] >= printed["global_only"]["score"] + len(pairs) * CLASS_MIN_GAIN - 1e-12
+    engine = Engine(str(bundle_dir), device="cpu", options=EngineOptions(calibrate=False))
+    for label, pair in pairs.items():
+        assert engine.tracker.options.thresholds(label) == tuple(pair)
