@@ -153,8 +153,11 @@ def main(argv=None):
     options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target,
                            args.soundbank, args.real_scenes, args.per_class)
 
+    settings = asdict(options)
+    settings["class_thresholds"] = {c: list(pair) for c, pair in settings["class_thresholds"].items()}  # JSON arrays
+
     def record(manifest: dict) -> None:
-        manifest["tracker"] = asdict(options)
+        manifest["tracker"] = settings
         manifest.setdefault("provenance", {})["tracker_tuning"] = report
 
     update_manifest(args.model, record)

@@ -57,3 +57,18 @@ def test_per_class_tuning_keeps_only_pairs_that_raise_the_score(toy_bundle, tmp_
     engine = Engine(str(bundle_dir), device="cpu", options=EngineOptions(calibrate=False))
     for label, pair in pairs.items():
         assert engine.tracker.options.thresholds(label) == tuple(pair)
+
+
+def test_per_class_pairs_are_written_to_the_bundle_and_used_by_the_engine(toy_bundle, tmp_path, capsys, monkeypatch):
+    import export.tune_tracker as tune_tracker
+
+    monkeypatch.setattr(tune_tracker, "CLASS_MIN_GAIN", -1.0)  # accept every candidate: pairs for all classes
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(toy_bundle, bundle_dir)
+    tune_main(["--model", str(bundle_dir), "--scenes", "3", "--seed", "5", "--per-class"])
+    capsys.readouterr()
+    manifest = load_bundle(bundle_dir).manifest
+    pairs = manifest["tracker"]["class_thresholds"]
+    assert len(pairs) >= len(manifest["classes"]) - 1  # a class on the global pair carries none
+    engine = Engine(str(bundle_dir), device="cpu", options=EngineOptions(calibrate=False))
+    assert all(engine.tracker.options.thresholds(c) == tuple(p) for c, p in pairs.items())
