@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -172,8 +171,9 @@ def verify_against_torch(cfg: ModelConfig, sed: SedNet, sep: SeparatorNet, folde
         worst["streaming"] = float(np.abs(offline - streamed).max()) / scale
     tolerance = {"sed_front": 1e-3}  # log-mel: log(power + 1e-6) magnifies float noise in near-silent bins
     for key, value in worst.items():
-        if value > tolerance.get(key, atol):
-            raise VerificationError(f"{key}: ONNX Runtime differs from torch by {value:.2e} (> {atol:.0e})")
+        limit = tolerance.get(key, atol)
+        if value > limit:
+            raise VerificationError(f"{key}: ONNX Runtime differs from torch by {value:.2e} (> {limit:.0e})")
     return {k: float(f"{v:.3e}") for k, v in worst.items()}
 
 
@@ -217,7 +217,7 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
                           "context": sd.n_fft - sd.mel_hop, "n_mels": sd.n_mels, "mel_frames": sd.n_frames},
         },
         # event tracker settings; export/tune_tracker.py replaces them by values tuned on validation scenes
-        "tracker": asdict(TrackerOptions()),
+        "tracker": TrackerOptions().to_manifest(),
         "budget_ms": round(1000.0 * sc.hop / sc.sample_rate, 3),
         "files": {name: sha256(folder / name) for name in GRAPH_FILES},
         "provenance": {

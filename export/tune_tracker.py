@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -153,15 +153,14 @@ def main(argv=None):
     options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target,
                            args.soundbank, args.real_scenes, args.per_class)
 
-    settings = asdict(options)
-    settings["class_thresholds"] = {c: list(pair) for c, pair in settings["class_thresholds"].items()}  # JSON arrays
+    settings = options.to_manifest()
 
     def record(manifest: dict) -> None:
         manifest["tracker"] = settings
         manifest.setdefault("provenance", {})["tracker_tuning"] = report
 
     update_manifest(args.model, record)
-    print(json.dumps({"tracker": asdict(options), **report["chosen"], "global_only": report["global_only"],
+    print(json.dumps({"tracker": settings, **report["chosen"], "global_only": report["global_only"],
                       "defaults": report["defaults"]}, indent=2))
 
 

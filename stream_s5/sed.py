@@ -143,7 +143,7 @@ class MelFrameCache:
             fresh = self.model.log_mel(chunks)
             if features is None:
                 features = np.empty((len(audio), fresh.shape[1], self.frames), np.float32)
-            for i, row in enumerate(rows):
+            for row in rows:
                 features[row, :, : self.frames - k] = self._store[keys[row][0]][2][:, k:]
             features[rows, :, self.frames - k :] = fresh[:n]
             features[rows, :, : self.edge] = fresh[n:, :, : self.edge]

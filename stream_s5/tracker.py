@@ -59,6 +59,12 @@ class TrackerOptions:
         settings["class_thresholds"] = {c: tuple(pair) for c, pair in settings.get("class_thresholds", {}).items()}
         return cls(**settings)
 
+    def to_manifest(self) -> dict:
+        """These settings as a bundle's `tracker` section (from_bundle's inverse: pairs as JSON arrays)."""
+        settings = asdict(self)
+        settings["class_thresholds"] = {c: list(pair) for c, pair in self.class_thresholds.items()}
+        return settings
+
 
 @dataclass
 class Event:
