@@ -104,3 +104,43 @@ def test_sed_latency(benchmark, bundle, batch, mode):
            sed_hop_ms=sed_hop_ms, per_window_p50_ms=round(s["p50_ms"] / batch, 4),
            amortised_per_hop_ms=round(s["p50_ms"] / batch * bundle.hop / int(bundle.sed["hop"]), 4), **s,
            **bundle_info(bundle))
+
+
+@pytest.mark.parametrize("batch", [1, 16], ids=lambda b: f"batch{b}")
+def test_sed_int8_against_float(benchmark, bundle, batch, tmp_path):
+    """The SED body as the engine streams it (cached features), float graph against the same bundle with
+    int8 MatMul weights (`python -m export.quantize`), called alternately in one run so that the ratio is
+    measured under the same machine load. Also records how far the int8 probabilities move."""
+    pytest.importorskip("onnxruntime.quantization")
+    pytest.importorskip("torch")  # export.quantize shares export.bundle's checks
+    from export.quantize import quantize_bundle
+
+    if bundle.manifest.get("provenance", {}).get("quantization"):
+        pytest.skip("the bundle under test is already quantised")
+    float_model = SedModel(bundle, ["CPUExecutionProvider"], threads=1)
+    if not float_model.split:
+        pytest.skip("the bundle's SED is a single graph")
+    quantize_bundle(bundle.path, tmp_path / "int8", scenes=2)
+    int8_model = SedModel(load_bundle(tmp_path / "int8"), ["CPUExecutionProvider"], threads=1)
+    cache = MelFrameCache(float_model)
+    window, sed_hop = int(bundle.sed["window"]), int(bundle.sed["hop"])
+    audio = (0.1 * np.random.default_rng(1).standard_normal((batch, window))).astype(np.float32)
+    log_mel = cache.log_mel(audio, [(b, 0, sed_hop) for b in range(batch)])
+    times = {"float": [], "int8": []}
+    rounds = 60 if batch == 1 else 30
+
+    def call():
+        for name, model in (("float", float_model), ("int8", int8_model)):
+            t = time.perf_counter()
+            model.from_log_mel(log_mel)
+            times[name].append(time.perf_counter() - t)
+
+    benchmark.pedantic(call, rounds=rounds, warmup_rounds=3, iterations=1)
+    frame_gap = np.abs(float_model.from_log_mel(log_mel)[1] - int8_model.from_log_mel(log_mel)[1])
+    assert 0 < frame_gap.max() < 0.1
+    stats = {name: summarise(t, drop=3) for name, t in times.items()}
+    record(benchmark, batch=batch, threads=1, float_per_window_p50_ms=round(stats["float"]["p50_ms"] / batch, 4),
+           int8_per_window_p50_ms=round(stats["int8"]["p50_ms"] / batch, 4),
+           speedup_p50=round(stats["float"]["p50_ms"] / stats["int8"]["p50_ms"], 3),
+           frame_probs_abs_diff_max=round(float(frame_gap.max()), 5), float=stats["float"], int8=stats["int8"],
+           **bundle_info(bundle))
