@@ -109,8 +109,9 @@ def test_sed_latency(benchmark, bundle, batch, mode):
 @pytest.mark.parametrize("batch", [1, 16], ids=lambda b: f"batch{b}")
 def test_sed_int8_against_float(benchmark, bundle, batch, tmp_path):
     """The SED body as the engine streams it (cached features), float graph against the same bundle with
-    int8 MatMul weights (`python -m export.quantize`), called alternately in one run so that the ratio is
-    measured under the same machine load. Also records how far the int8 probabilities move."""
+    an int8 body (`python -m export.quantize`: static, weight MatMuls), called alternately in one run so
+    that the ratio is measured under the same machine load. Also records how far the int8 probabilities
+    move."""
     pytest.importorskip("onnxruntime.quantization")
     pytest.importorskip("torch")  # export.quantize shares export.bundle's checks
     from export.quantize import quantize_bundle
