@@ -5,6 +5,7 @@ is what conditions the separator over time."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -178,7 +179,8 @@ class SedScheduler:
         self.failures = self.timeouts = self.skipped = self.nonfinite_outputs = 0
         self.consecutive_failures = 0
         self.last_error: str | None = None
-        self._pending: tuple[int, list[int], Future] | None = None
+        # submissions not yet taken, oldest first: Engine has at most one; StreamPool submits ahead
+        self._pending: deque[tuple[int, list, Future]] = deque()
         self._stalled: Future | None = None  # a timed-out call still occupying the worker
         # a SED split at its features keeps each stream's log-mel frames between hops
         self.cache = MelFrameCache(model) if feature_cache and getattr(model, "split", False) else None
@@ -197,15 +199,16 @@ class SedScheduler:
             frame = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0)
         return [SedResult(end, end - self.window, clip[i], frame[i], self.frame_hop) for i in range(len(audio))]
 
-    def submit(self, audio: np.ndarray, end: int, frame_index: int, streams=(0,), cache_keys=None) -> None:
+    def submit(self, audio: np.ndarray, end: int, frame_index: int, streams=(0,), cache_keys=None) -> bool:
         """audio [len(streams), window]: the windows ending at `end`, copied out of the ring (it moves
         on before the inference ends), submitted at hop `frame_index`. cache_keys: per window
         (stream slot, stream identity, the window's end in that stream's samples), for the feature
-        cache of a split SED (MelFrameCache); None computes every window whole."""
+        cache of a split SED (MelFrameCache); None computes every window whole. → False when the
+        worker is stalled and nothing was submitted (a missed update)."""
         if self._stalled is not None:
             if not self._stalled.done():
                 self.skipped += 1
-                return
+                return False
             self._stalled = None  # it came back: its result is stale and dropped
         self.calls += 1
         self.windows += audio.shape[0]
@@ -217,17 +220,25 @@ class SedScheduler:
                 future.set_result(self._infer(audio, end, cache_keys))
             except Exception as exc:  # noqa: BLE001 — any graph failure is one missed update
                 future.set_exception(exc)
-        self._pending = (frame_index, list(streams), future)
+        self._pending.append((frame_index, list(streams), future))
+        return True
 
     @property
     def pending(self) -> bool:
-        return self._pending is not None
+        return bool(self._pending)
+
+    def oldest_streams(self) -> list:
+        """The stream tags of the oldest pending submission (what `take` returns results for, or none)."""
+        return self._pending[0][1]
+
+    def oldest_done(self) -> bool:
+        """Whether the oldest pending submission has finished (taking it would not wait)."""
+        return bool(self._pending) and self._pending[0][2].done()
 
     def take(self) -> tuple[int, list[tuple[int, SedResult]]]:
-        """The pending submission: (its hop, [(stream, result)]), waiting for it if needed; no
+        """The oldest pending submission: (its hop, [(stream, result)]), waiting for it if needed; no
         results when the call failed or timed out."""
-        frame_index, streams, future = self._pending
-        self._pending = None
+        frame_index, streams, future = self._pending.popleft()
         t0 = time.perf_counter()
         try:
             results = future.result(timeout=self.timeout_s)

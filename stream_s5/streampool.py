@@ -13,8 +13,14 @@ A server cannot wait for its slowest client, nor reset everyone when one client 
 stream has its own clock: a hop of the pool runs, in one batch, the streams that have a whole hop of
 input queued; a stream that sent nothing is simply not in that hop, a stream that joins starts at its
 own sample 0, and a stream that leaves frees its slots for the next one. Per pool hop: ring writes and
-STFT frames for the ready streams (vectorised over them), one SED call over those whose own SED hop
-ends now, one separator call per refinement pass over their occupied slots.
+STFT frames for the ready streams (vectorised over them), one separator call per refinement pass over
+their occupied slots.
+
+The SED runs ahead: as soon as a stream's input — run or still queued — covers its next SED window, the
+window goes into one SED call with the other streams' such windows, on the SED worker, while the pool
+separates. Its result is applied before the stream's first hop after the window's end, exactly where
+`Engine` applies it (one hop after the window ends), so the output is the same; but the pool waits for
+the SED only when a stream's result is still not in by then, not at every hop.
 
 Each stream's output equals what a separate `Engine` with the same options gives for the same input
 (to float rounding of batched kernels), however its input was chunked and whenever the other streams
@@ -74,6 +80,9 @@ class _Stream:
     frames: int = 0  # hops run: the stream's own clock
     total: int | None = None  # input length at the bundle rate, known once it ended
     sent: int = 0  # output samples handed out (start of the next output)
+    sed_next: int = 0  # end (bundle-rate samples) of the stream's next SED window not yet submitted
+    sed_inflight: deque = field(default_factory=deque)  # ends of submitted windows whose result is not taken
+    sed_results: deque = field(default_factory=deque)  # (end, frame index, SedResult) taken, not yet applied
     # per step: what the hops of this step produced
     chunks: dict = field(default_factory=dict)
     backfills: list = field(default_factory=list)
@@ -156,7 +165,8 @@ class StreamPool(_EngineCore):
             sid = free[0]
             self._generation += 1
             self._reset_slot(sid)
-            self.streams[sid] = _Stream(sid, self._generation, fixed, conditioner, self._tracker(self.slots, fixed))
+            self.streams[sid] = _Stream(sid, self._generation, fixed, conditioner, self._tracker(self.slots, fixed),
+                                        sed_next=self.sed_hop)
             if fixed is not None:
                 for slot, label in enumerate(fixed):
                     self.bank.assign(sid * self.slots + slot, self.classes.index(label), 0, -1, np.zeros(0))
@@ -276,6 +286,7 @@ class StreamPool(_EngineCore):
         hops = 0
         while max_hops is None or hops < max_hops:
             with self._lock:
+                self._submit_sed_ahead()  # before the hop moves queued input into the ring
                 ready = [s for s in self.streams.values() if s.queued >= self.hop]
                 blocks = [self._take_hop(s) for s in ready]
             if not ready:
@@ -284,8 +295,8 @@ class StreamPool(_EngineCore):
             hops += 1
             ran.update(s.sid for s in ready)
             finished += [s.sid for s in ready if s.total is not None and s.queued == 0]
-        if finished and self.sed.pending:  # a stream's last SED result, before it closes (as Engine.flush)
-            self._apply_sed()
+        if finished:  # a stream's last SED results, before it closes (as Engine.flush)
+            self._collect_sed([self.streams[sid] for sid in finished if sid in self.streams])
         t0 = time.perf_counter()
         outs = {}
         with self._lock:
@@ -329,8 +340,7 @@ class StreamPool(_EngineCore):
 
     def _hop(self, ready: list[_Stream], blocks: list[np.ndarray]):
         t0 = time.perf_counter()
-        if self.sed.pending:  # as Engine: the previous hop's SED, applied before a frame is separated
-            self._apply_sed()
+        self._collect_sed(ready)  # as Engine: a window's SED result is applied before the hop after its end
         hop, n_fft, size = self.hop, self.n_fft, self.ring_size
         sids = np.array([s.sid for s in ready])
         # ring: each ready stream writes one hop at its own position and reads its newest n_fft samples
@@ -345,15 +355,6 @@ class StreamPool(_EngineCore):
         local = self._frames[sids]
         self.bank.spectra[local % self.history_frames, sids] = spec
         self._spec[sids] = spec
-        # SED for the streams whose own SED hop ends here (their own sample positions, as in Engine)
-        due = np.flatnonzero(end % self.sed_hop == 0).tolist()
-        if due:
-            d = np.array(due)
-            window_pos = (end[d, None] - self.sed_window + np.arange(self.sed_window)) % size
-            windows = self.ring[sids[d, None], window_pos, 0]  # the reference (first) channel
-            tags = [(ready[i].sid, ready[i].generation, int(end[i]), int(local[i])) for i in due]
-            self.sed.submit(np.ascontiguousarray(windows), 0, 0, tags,
-                            cache_keys=[(sid, generation, end_i) for sid, generation, end_i, _ in tags])
         # separator: the occupied slots of the ready streams, guided by their SED activity at their frame
         t1 = time.perf_counter()
         bank = self.bank
@@ -380,17 +381,70 @@ class StreamPool(_EngineCore):
         self.timers["separator"].add(time.perf_counter() - t1)
         self._end_hop(t0)
 
-    def _apply_sed(self):
+    # ------------------------------------------------------------------ SED ahead of the hops
+    def _submit_sed_ahead(self):
+        """(Under the lock.) One SED call over the next window of every stream whose input, run or
+        queued, reaches that window's end (its own sample positions, a multiple of the SED hop, as in
+        Engine); windows of one stream go in order, so the feature cache sees them contiguous."""
+        streams = [s for s in self.streams.values() if s.sed_next <= int(self.written[s.sid]) + s.queued]
+        if not streams:
+            return
+        windows = np.stack([self._sed_window(s, s.sed_next) for s in streams])
+        tags = [(s.sid, s.generation, s.sed_next, s.sed_next // self.hop - 1) for s in streams]
+        submitted = self.sed.submit(windows, 0, 0, tags, cache_keys=[(sid, gen, end) for sid, gen, end, _ in tags])
+        for s in streams:
+            if submitted:  # else the SED worker is stalled: a missed update (docs/reliability.md)
+                s.sed_inflight.append(s.sed_next)
+            s.sed_next += self.sed_hop
+
+    def _sed_window(self, stream: _Stream, end: int) -> np.ndarray:
+        """The stream's reference channel over [end − window, end): from its ring up to what it has run,
+        the rest from its queue (before sample 0: the zeroed ring)."""
+        window, written = self.sed_window, int(self.written[stream.sid])
+        out = np.empty(window, np.float32)
+        from_ring = min(end, written) - (end - window)
+        if from_ring > 0:
+            out[:from_ring] = self.ring[stream.sid, np.arange(end - window, end - window + from_ring) % self.ring_size, 0]
+        filled, skip = max(from_ring, 0), max(end - window - written, 0)  # queued samples before the window
+        for block in stream.queue:
+            if filled == window:
+                break
+            part = block[0, skip : skip + window - filled]
+            skip = max(skip - block.shape[1], 0)
+            out[filled : filled + part.size] = part
+            filled += part.size
+        return out
+
+    def _take_sed(self):
+        """Take the oldest SED submission; its results wait in their streams until due."""
+        tags = self.sed.oldest_streams()
         _, results = self.sed.take()
-        t0 = time.perf_counter()
-        for (sid, generation, end, frame_index), result in results:
+        by_tag = dict(results)
+        for tag in tags:
+            sid, generation, end, frame_index = tag
             stream = self.streams.get(sid)
             if stream is None or stream.generation != generation:  # the stream left meanwhile
                 continue
-            result = replace(result, end=end, window_start=end - self.sed_window)
-            apply_sed_result(result, frame_index, self.activity[sid], stream.tracker, self.bank, sid * self.slots,
-                             stream.backfills, stream.events)
-            self._latest[sid] = self.activity[sid].latest
+            stream.sed_inflight.popleft()
+            if tag in by_tag:  # no result: the call failed or timed out (a missed update)
+                stream.sed_results.append((end, frame_index, by_tag[tag]))
+
+    def _collect_sed(self, needing: list[_Stream]):
+        """Take the SED results that are in, and wait for those of `needing` whose window ended at a
+        hop they have run; apply, for every stream, the results whose window ended at a hop it has run."""
+        while self.sed.oldest_done():
+            self._take_sed()
+        for stream in needing:
+            while stream.sed_inflight and stream.sed_inflight[0] <= self.written[stream.sid]:
+                self._take_sed()
+        t0 = time.perf_counter()
+        for sid, stream in self.streams.items():
+            while stream.sed_results and stream.sed_results[0][0] <= self.written[sid]:
+                end, frame_index, result = stream.sed_results.popleft()
+                result = replace(result, end=end, window_start=end - self.sed_window)
+                apply_sed_result(result, frame_index, self.activity[sid], stream.tracker, self.bank, sid * self.slots,
+                                 stream.backfills, stream.events)
+                self._latest[sid] = self.activity[sid].latest
         self.timers["tracker"].add(time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ reporting

@@ -159,3 +159,76 @@ def test_capacity_and_bad_requests(toy_bundle):
         pool.push(sid, np.zeros(10))
     outs = pool.step()
     assert outs[sid].final and outs[sid].length == 0 and pool.active == []
+
+
+def test_the_sed_runs_ahead_on_queued_input_and_waits_only_when_a_result_is_due(toy_bundle):
+    xs = stream_inputs(2)
+    pool = StreamPool(str(toy_bundle), capacity=2, options=OPTS)
+    sed_hop = pool.sed_hop
+    a, b = pool.open(), pool.open()
+    outs = {a: [], b: []}
+
+    def collect(step_outs):
+        for sid, out in step_outs.items():
+            outs[sid].append(out)
+
+    head_a, head_b = 3 * sed_hop + 7, sed_hop // 2
+    pool.push(a, xs[0][:head_a])  # three SED windows' worth queued
+    pool.push(b, xs[1][:head_b])  # not one window yet
+    collect(pool.step(max_hops=1))
+    # one hop run, and a's first window already went to the SED (read from its queue); none of b's
+    assert pool.info(a).hops == 1 and pool.sed.windows == 1
+    assert pool.streams[a].sed_next == 2 * sed_hop and pool.streams[b].sed_next == sed_hop
+    collect(pool.step(max_hops=1))  # a's next window follows the first, in order
+    assert pool.sed.windows == 2
+    # the rest in other chunks: each stream still equals a separate engine (windows partly ring, partly queue)
+    pool.push(a, xs[0][head_a:])
+    pool.end(a)
+    chunks = sizes_for(xs[1].size - head_b, seed=4)
+    pos = head_b
+    while not (outs[a] and outs[a][-1].final and outs[b] and outs[b][-1].final):
+        if chunks:
+            n = chunks.pop(0)
+            pool.push(b, xs[1][pos : pos + n])
+            pos += n
+            if not chunks:
+                pool.end(b)
+        collect(pool.step(max_hops=2))
+    for sid, x in ((a, xs[0]), (b, xs[1])):
+        assert_same_stream(engine_run(toy_bundle, x), flatten(outs[sid]))
+
+
+def test_a_failing_sed_call_is_a_missed_update_for_the_streams_in_it(toy_bundle):
+    xs = stream_inputs(2)
+    pool = StreamPool(str(toy_bundle), capacity=2, options=OPTS)
+    model, calls = pool.sed.model, {"n": 0}
+
+    class Failing:
+        split = model.split
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def _maybe_fail(self, graph, *args):
+            calls["n"] += 1
+            if calls["n"] in (5, 6):
+                raise RuntimeError("injected failure")
+            return graph(*args)
+
+        def __call__(self, *args):
+            return self._maybe_fail(model, *args)
+
+        def from_log_mel(self, *args):
+            return self._maybe_fail(model.from_log_mel, *args)
+
+    pool.sed.model = Failing()
+    if pool.sed.cache is not None:
+        pool.sed.cache.model = pool.sed.model
+    feeders = [Feeder(pool, x, sizes_for(x.size, seed=i)) for i, x in enumerate(xs)]
+    drive(pool, feeders, max_hops=3)
+    stats = pool.stats()
+    assert stats["faults"]["sed_failures"] == 2 and stats["finished"] == 2
+    for f, x in zip(feeders, xs):
+        got = flatten(f.outs)
+        assert sum(n for _, n in got[3]) == x.size  # whole
+        assert all(np.isfinite(a).all() for a in got[0].values())
