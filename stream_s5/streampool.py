@@ -286,9 +286,10 @@ class StreamPool(_EngineCore):
         hops = 0
         while max_hops is None or hops < max_hops:
             with self._lock:
-                self._submit_sed_ahead()  # before the hop moves queued input into the ring
+                ahead = self._sed_windows_ahead()  # before the hop moves queued input into the ring
                 ready = [s for s in self.streams.values() if s.queued >= self.hop]
                 blocks = [self._take_hop(s) for s in ready]
+            self._submit_sed(*ahead)
             if not ready:
                 break
             self._hop(ready, blocks)
@@ -382,14 +383,17 @@ class StreamPool(_EngineCore):
         self._end_hop(t0)
 
     # ------------------------------------------------------------------ SED ahead of the hops
-    def _submit_sed_ahead(self):
-        """(Under the lock.) One SED call over the next window of every stream whose input, run or
-        queued, reaches that window's end (its own sample positions, a multiple of the SED hop, as in
-        Engine); windows of one stream go in order, so the feature cache sees them contiguous."""
+    def _sed_windows_ahead(self) -> tuple[list, np.ndarray | None]:
+        """(Under the lock.) The next SED window of every stream whose input, run or queued, reaches that
+        window's end (its own sample positions, a multiple of the SED hop, as in Engine) → (streams, windows)."""
         streams = [s for s in self.streams.values() if s.sed_next <= int(self.written[s.sid]) + s.queued]
+        return streams, (np.stack([self._sed_window(s, s.sed_next) for s in streams]) if streams else None)
+
+    def _submit_sed(self, streams: list, windows: np.ndarray | None):
+        """One SED call over those windows; windows of one stream go in order, so the feature cache sees
+        them contiguous."""
         if not streams:
             return
-        windows = np.stack([self._sed_window(s, s.sed_next) for s in streams])
         tags = [(s.sid, s.generation, s.sed_next, s.sed_next // self.hop - 1) for s in streams]
         submitted = self.sed.submit(windows, 0, 0, tags, cache_keys=[(sid, gen, end) for sid, gen, end, _ in tags])
         for s in streams:
@@ -438,7 +442,9 @@ class StreamPool(_EngineCore):
             while stream.sed_inflight and stream.sed_inflight[0] <= self.written[stream.sid]:
                 self._take_sed()
         t0 = time.perf_counter()
-        for sid, stream in self.streams.items():
+        with self._lock:  # open() and close() may run on other threads
+            streams = list(self.streams.items())
+        for sid, stream in streams:
             while stream.sed_results and stream.sed_results[0][0] <= self.written[sid]:
                 end, frame_index, result = stream.sed_results.popleft()
                 result = replace(result, end=end, window_start=end - self.sed_window)

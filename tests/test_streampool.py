@@ -198,9 +198,10 @@ def test_the_sed_runs_ahead_on_queued_input_and_waits_only_when_a_result_is_due(
         assert_same_stream(engine_run(toy_bundle, x), flatten(outs[sid]))
 
 
-def test_a_failing_sed_call_is_a_missed_update_for_the_streams_in_it(toy_bundle):
+@pytest.mark.parametrize("sed_worker", [True, False])
+def test_a_failing_sed_call_is_a_missed_update_for_the_streams_in_it(toy_bundle, sed_worker):
     xs = stream_inputs(2)
-    pool = StreamPool(str(toy_bundle), capacity=2, options=OPTS)
+    pool = StreamPool(str(toy_bundle), capacity=2, options=EngineOptions(calibrate=False, sed_worker=sed_worker))
     model, calls = pool.sed.model, {"n": 0}
 
     class Failing:
