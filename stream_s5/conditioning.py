@@ -59,6 +59,10 @@ def to_float32(x: np.ndarray) -> np.ndarray:
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
         x = (x.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+    elif x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        # finite float64 beyond float32's range: kept finite, so rule 4 counts it clipped (not non-finite)
+        limit = np.finfo(np.float32).max
+        x = np.where(np.isfinite(x), np.clip(x, -limit, limit), x)  # NaN and ±inf stay (rule 3)
     return x.astype(np.float32, copy=True)
 
 

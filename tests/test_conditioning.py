@@ -51,3 +51,17 @@ def test_mono_upmix_for_spatial_bundles():
     y = c(np.arange(5, dtype=np.float32) / 10)
     assert y.shape == (4, 5) and c.counters.upmixed
     np.testing.assert_array_equal(y[0], y[3])
+
+
+def test_float64_beyond_float32_range_is_clipped_not_made_infinite():
+    import warnings
+
+    from stream_s5.conditioning import repair, to_float32
+
+    x = np.array([1e300, -1e300, np.nan, np.inf, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the cast
+        y = to_float32(x)
+    nonfinite, clipped = repair(y, 1.0)
+    assert (nonfinite, clipped) == (2, 2)  # NaN and inf repaired to 0; the two huge finite values clipped
+    np.testing.assert_array_equal(y, [1.0, -1.0, 0.0, 0.0, 0.5])
