@@ -2,13 +2,15 @@
 (N real-time clients, threads of two client processes, each streaming a rotation of a real recording in 20 ms
 frames on an absolute schedule) against, in one run:
 - the plain server (one process, no Ray) — the reference for the lag Ray's proxy adds;
-- `stream-s5 serve --ray --replicas 1`, then `--replicas 2` (a local Ray on the same 2 cores).
+- `stream-s5 serve --ray --replicas 1`, then `--replicas 2` (a local Ray on the same 2 cores), behind the
+  ingress named by $S5_BENCH_RAY_INGRESS (default haproxy, the CLI's default; or proxy).
 Per rung: lag p50/p99, the worst replica's pool-hop p50/p99 against the hop, outputs later than 100 ms,
 how the streams spread over replicas. "Sustained" = lag p99 ≤ 100 ms and no client fell behind. At N = 8
 on two replicas every client's events and audio are checked against a local `Engine`."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from tests.serve.test_ray import free_port  # noqa: E402
 
 PLAIN_LADDER = (4, 8, 16)
 RAY_LADDER = {1: (4, 8, 12, 16), 2: (8, 12, 16, 20, 24)}
+INGRESS = os.environ.get("S5_BENCH_RAY_INGRESS", "haproxy")
 
 
 def start_ray_server(bundle, replicas: int, max_streams: int, tick_ms: float | None = None):
@@ -33,7 +36,7 @@ def start_ray_server(bundle, replicas: int, max_streams: int, tick_ms: float | N
     tick = ["--tick-ms", str(tick_ms)] if tick_ms is not None else []
     proc = subprocess.Popen([sys.executable, "-m", "stream_s5", "serve", "--ray", "--replicas", str(replicas),
                              "--port", str(port), "--max-streams", str(max_streams), "--model", str(bundle.path),
-                             "--max-speed", "1.5", *tick], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--max-speed", "1.5", "--ingress", INGRESS, *tick], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT)
     t0 = time.monotonic()
     for line in proc.stdout:
@@ -106,7 +109,7 @@ def test_ray_serve_scale_out(benchmark, bundle):
     result["sustained_streams"] = {"plain": sustained(result["plain"]), "ray_1_replica": sustained(result["ray_1"]["rungs"]),
                                    "ray_2_replicas": sustained(result["ray_2"]["rungs"])}
     benchmark.pedantic(lambda: None, rounds=1)
-    record(benchmark, **result, frame_ms=FRAME_S * 1000, tick_ms=TICK_MS, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
+    record(benchmark, **result, ingress=INGRESS, frame_ms=FRAME_S * 1000, tick_ms=TICK_MS, recording=str(RECORDING.relative_to(ROOT)), **bundle_info(bundle), **machine_info())
 
 
 def _ray_processes() -> dict:

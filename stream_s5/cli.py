@@ -141,6 +141,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     ray.add_argument("--replica-cpus", type=_ranged(float, 0, 1024, low_open=True), default=1.0,
                      help="CPUs reserved per replica")
     ray.add_argument("--replica-gpus", type=_ranged(float, 0, 64), default=0.0, help="GPUs reserved per replica")
+    ray.add_argument("--ingress", choices=("haproxy", "proxy"), default=None,
+                     help="Ray Serve's ingress: haproxy (default: HAProxy forwards each WebSocket to its replica) or "
+                          "proxy (its Python proxy: a Ray call per message, dead replicas' streams closed with a reason)")
     return p
 
 
@@ -159,8 +162,8 @@ def run_serve(argv) -> int:
     args = parser.parse_args(argv)
     from stream_s5.serve.server import ServerOptions, run_server
 
-    if not args.ray and (args.address or args.replicas or args.autoscale):
-        parser.error("--address, --replicas and --autoscale need --ray")
+    if not args.ray and (args.address or args.replicas or args.autoscale or args.ingress):
+        parser.error("--address, --replicas, --autoscale and --ingress need --ray")
     if args.ray and args.port == 0:
         parser.error("--ray needs a fixed --port (Ray Serve's proxy binds it on every node)")
     options = ServerOptions(host=args.host, port=args.port, max_streams=args.max_streams, model=args.model,
@@ -171,15 +174,18 @@ def run_serve(argv) -> int:
     try:
         if args.ray:
             try:
-                from stream_s5.serve.ray_app import RayOptions, run_ray
+                from stream_s5.serve.ray_app import RayOptions, find_haproxy, run_ray
             except ImportError as exc:
                 parser.error(f"--ray needs Ray Serve: pip install -e \".[ray]\" ({exc})")
             try:
                 options.check()
                 ray_options = RayOptions(address=args.address, replicas=args.replicas or 1, autoscale=args.autoscale,
-                                         cpus_per_replica=args.replica_cpus, gpus_per_replica=args.replica_gpus)
+                                         cpus_per_replica=args.replica_cpus, gpus_per_replica=args.replica_gpus,
+                                         ingress=args.ingress or "haproxy")
                 ray_options.check()
-            except ValueError as exc:
+                if ray_options.ingress == "haproxy" and args.address is None:
+                    find_haproxy()
+            except (ValueError, RuntimeError) as exc:
                 parser.error(str(exc))
             return run_ray(options, ray_options)
         return run_server(options)

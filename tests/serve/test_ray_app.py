@@ -5,7 +5,8 @@ import json
 import pytest
 
 from stream_s5.cli import main
-from stream_s5.serve.ray_app import RayOptions, deployment_settings, serve_config
+from stream_s5.serve.ray_app import (HAPROXY_PORT_ENVS, PROXY_CALLBACK_ENV, RayOptions, deployment_settings,
+                                     ingress_environment, serve_config)
 from stream_s5.serve.server import ServerOptions
 
 
@@ -33,8 +34,26 @@ def test_the_serve_config_keeps_scale_out_of_the_replicas_args():
     assert a["applications"][0]["import_path"] == "stream_s5.serve.ray_app:app_builder"
 
 
+def test_each_ingress_sets_ray_serves_switches_and_a_local_ray_gets_free_haproxy_ports():
+    hap = ingress_environment(RayOptions())  # haproxy is the default
+    assert hap["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and hap["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    ports = [int(hap[k]) for k in HAPROXY_PORT_ENVS]
+    assert len(set(ports)) == 3 and all(1024 <= p < 65536 for p in ports)
+    # a stopping replica listens until the server's own drain is over (then uvicorn closes the rest)
+    assert float(ingress_environment(RayOptions(), drain_grace_s=5.0)["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) > 5.0
+    remote = ingress_environment(RayOptions(address="ray://head:10001"), local=False)
+    assert not any(k in remote for k in HAPROXY_PORT_ENVS)  # a cluster keeps its own ports
+    proxy = ingress_environment(RayOptions(ingress="proxy"))
+    assert proxy["RAY_SERVE_ENABLE_HA_PROXY"] is None and proxy["RAY_SERVE_ENABLE_DIRECT_INGRESS"] is None
+    assert proxy[PROXY_CALLBACK_ENV] == hap[PROXY_CALLBACK_ENV] == "stream_s5.serve.ray_app:proxy_middlewares"
+    with pytest.raises(ValueError, match="--ingress"):
+        RayOptions(ingress="nginx").check()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["serve", "--replicas", "2"], "need --ray"),
+    (["serve", "--ingress", "proxy"], "need --ray"),
+    (["serve", "--ray", "--ingress", "nginx"], "invalid choice"),
     (["serve", "--ray", "--port", "0"], "fixed --port"),
     (["serve", "--ray", "--autoscale", "3:2"], "MIN must be"),
     (["serve", "--ray", "--autoscale", "4"], "MIN:MAX"),
@@ -65,3 +84,9 @@ def test_the_kuberay_manifest_holds_a_valid_serve_config_for_this_package(monkey
     assert {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "STREAM_S5_TOKEN"} <= envs
     schema = pytest.importorskip("ray.serve.schema")
     schema.ServeDeploySchema.model_validate(config)  # what KubeRay hands to Serve
+
+    # the cluster runs the CLI's default ingress, whose replicas listen past the server's drain
+    env = {e["name"]: e.get("value") for e in manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    local = ingress_environment(RayOptions(), local=False, drain_grace_s=server.drain_grace_s)
+    for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"):
+        assert env[key] == local[key], key
