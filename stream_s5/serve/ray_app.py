@@ -13,16 +13,17 @@ in front of the replicas is Ray Serve's own, one of two (`--ingress`):
   proxy's per-message Ray calls cost more than the streams). A replica that dies drops its connections
   (clients see 1006, name the replica they lost and reconnect).
 - `proxy`: Ray Serve's Python HTTP proxy, every WebSocket message a Ray call to the replica; it can close
-  a dead replica's streams with 1012 and the replica's name (`ReplicaLossMiddleware`). `max_ongoing_requests` is the replica's stream capacity plus a few requests of spare
-(the page, health checks, and the refusal of a stream beyond capacity, which the replica closes with 1013
-and a reason instead of Ray queueing it silently).
+  a dead replica's streams with 1012 and the replica's name (`ReplicaLossMiddleware`).
+`max_ongoing_requests` is the replica's stream capacity plus a few requests of spare (the page, health
+checks, and the refusal of a stream beyond capacity, which the replica closes with 1013 and a reason
+instead of Ray queueing it silently).
 
 Failures: a replica that dies takes only its own streams; behind the Python proxy they close with 1012
 and the replica's name (`ReplicaLossMiddleware`, loaded into Ray's proxy through
 RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH), behind HAProxy the connections drop (1006); either way
-clients reconnect (`ResilientEngine`, the page). A replica
-that Ray stops (scale-down, redeploy) drains: Ray routes no new streams to it, and its running streams
-may finish within `--drain-grace-s`, after which they are closed with 1001 and a reason.
+clients reconnect (`ResilientEngine`, the page). A replica that Ray stops (scale-down, redeploy)
+drains: Ray routes no new streams to it, and its running streams may finish within `--drain-grace-s`,
+after which they are closed with 1001 and a reason.
 
 `ray[serve]` is an optional extra (`pip install -e ".[ray]"`): nothing else in stream_s5 imports ray.
 """
@@ -303,13 +304,11 @@ def ingress_environment(ray_options: RayOptions, local: bool = True, drain_grace
     env: dict[str, str | None] = {PROXY_CALLBACK_ENV: PROXY_CALLBACK}
     haproxy = ray_options.ingress == "haproxy"
     env.update({k: (v if haproxy else None) for k, v in HAPROXY_SWITCHES.items()})
-    env[DRAIN_ENV] = None
-    if haproxy:
-        # A stopping replica stays reachable this long (so that every HAProxy drops it first), then its HTTP
-        # server closes every WebSocket (1012): it must outlast the server's own drain (--drain-grace-s), or
-        # a scale-down would cut the streams' grace short; 5 s more for the replica to hear that it stops
-        # (drain_poll_s, the controller's answer). Ctrl-C waits for it too.
-        env[DRAIN_ENV] = f"{drain_grace_s + 5.0:g}"
+    # A stopping replica stays reachable this long (so that every HAProxy drops it first), then its HTTP
+    # server closes every WebSocket (1012): it must outlast the server's own drain (--drain-grace-s), or a
+    # scale-down would cut the streams' grace short; 5 s more for the replica to hear that it stops
+    # (drain_poll_s, the controller's answer). Ctrl-C waits for it too.
+    env[DRAIN_ENV] = f"{drain_grace_s + 5.0:g}" if haproxy else None
     if haproxy and local:
         env.update({k: str(_free_port()) for k in HAPROXY_PORT_ENVS})
     return env
@@ -344,7 +343,8 @@ def run_ray(options: ServerOptions, ray_options: RayOptions, announce=lambda lin
         start_local_ray(ray_options, options.drain_grace_s)
     else:
         ray.init(address=ray_options.address, logging_level="WARNING", log_to_driver=False)
-        needs = {k: v for k, v in ingress_environment(ray_options, local=False, drain_grace_s=options.drain_grace_s).items() if v is not None}
+        cluster_env = ingress_environment(ray_options, local=False, drain_grace_s=options.drain_grace_s)
+        needs = {k: v for k, v in cluster_env.items() if v is not None}
         announce("note: the cluster's processes need " + " ".join(f"{k}={v}" for k, v in needs.items())
                  + f" in their environment for --ingress {ray_options.ingress} (docs/scaling.md, deploy/kuberay)")
     stop = threading.Event()
