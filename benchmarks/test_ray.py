@@ -24,7 +24,7 @@ from benchmarks.test_server import FRAME_S, RECORDING, TICK_MS, check_against_lo
 
 pytest.importorskip("ray.serve", reason="needs the ray extra")
 
-from tests.serve.test_ray import free_port  # noqa: E402
+from stream_s5.serve.ray_app import free_port  # noqa: E402
 
 PLAIN_LADDER = (4, 8, 16)
 RAY_LADDER = {1: (4, 8, 12, 16), 2: (8, 12, 16, 20, 24)}

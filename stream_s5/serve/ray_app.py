@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from stream_s5.serve import protocol as P
 from stream_s5.serve.server import ServerOptions, create_app, open_line
 
-__all__ = ["RayOptions", "INGRESSES", "ingress_environment", "find_haproxy", "ReplicaLossMiddleware",
+__all__ = ["RayOptions", "INGRESSES", "ingress_environment", "find_haproxy", "free_port", "ReplicaLossMiddleware",
            "proxy_middlewares", "build_application", "app_builder", "serve_config", "deployment_settings", "deploy",
            "run_ray", "start_local_ray", "PROXY_CALLBACK_ENV", "PROXY_CALLBACK"]
 
@@ -235,7 +235,6 @@ def _routes_reach(url: str, replicas: int, deadline: float) -> bool:
     """True once the ingress has routed /healthz to `replicas` different replicas (HAProxy learns of a
     new replica a little after Ray reports it running: streams opened before that would all land on the
     first replicas); False while it has not (ask again)."""
-    import urllib.error
     import urllib.request
 
     seen: set[str] = set()
@@ -245,7 +244,7 @@ def _routes_reach(url: str, replicas: int, deadline: float) -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2.0) as reply:
                 seen.add(json.load(reply)["replica"])
-        except (OSError, ValueError, KeyError, urllib.error.URLError):
+        except (OSError, ValueError, KeyError):  # URLError is an OSError
             time.sleep(0.1)
         if len(seen) >= replicas:
             return True
@@ -281,7 +280,8 @@ def deploy(options: ServerOptions, ray_options: RayOptions, timeout_s: float = 1
         time.sleep(0.2)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free now (for a local Ray's side ports; the tests' servers)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -310,7 +310,7 @@ def ingress_environment(ray_options: RayOptions, local: bool = True, drain_grace
     # (drain_poll_s, the controller's answer). Ctrl-C waits for it too.
     env[DRAIN_ENV] = f"{drain_grace_s + 5.0:g}" if haproxy else None
     if haproxy and local:
-        env.update({k: str(_free_port()) for k in HAPROXY_PORT_ENVS})
+        env.update({k: str(free_port()) for k in HAPROXY_PORT_ENVS})
     return env
 
 

@@ -6,7 +6,6 @@ a full deployment refuses clearly; a scale-down drains."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,18 +17,13 @@ pytest.importorskip("ray.serve", reason="Ray Serve is the optional extra: pip in
 
 from stream_s5.serve import protocol as P  # noqa: E402
 from stream_s5.serve.client import RemoteEngine, ResilientEngine, ServerError  # noqa: E402
+from stream_s5.serve.ray_app import free_port  # noqa: E402
 from tests.conftest import flatten  # noqa: E402
 from tests.serve.test_client import assert_continues_after_loss  # noqa: E402
 from tests.test_multistream import stream_inputs  # noqa: E402
 from tests.test_streampool import assert_same_stream, engine_run  # noqa: E402
 
 RATE = 16000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_idle(port, replicas, timeout_s=20.0):
