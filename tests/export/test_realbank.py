@@ -4,6 +4,7 @@ in the cache (no network, no apt)."""
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,31 @@ def test_sf2_samples_are_read_with_their_loop_and_rate(tmp_path):
     (tmp_path / "bad.sf2").write_bytes(b"RIFF\0\0\0\0WAVE")
     with pytest.raises(ValueError, match="SoundFont"):
         read_sf2_samples(tmp_path / "bad.sf2")
+
+
+def test_a_file_inside_a_zip_archive_is_read_and_keeps_its_own_key_and_name(tmp_path):
+    """Game data ships sounds packed (.pk3 = zip): `member` names the file inside the archive."""
+    import io
+    import zipfile
+
+    cache = tmp_path / "cache"
+    root = _fake_package(cache)
+    (root / "base").mkdir()
+    with zipfile.ZipFile(root / "base" / "0snd.pk3", "w") as archive:
+        for i, name in enumerate(["door1-open", "door1-close"]):
+            buf = io.BytesIO()
+            sf.write(buf, _tone(300 + 100 * i, 0.5, decay=6), RATE, format="OGG")
+            archive.writestr(f"sound/doors/{name}.ogg", buf.getvalue())
+    files = [{"package": "fake-data", "path": "/base/0snd.pk3", "member": f"sound/doors/{name}.ogg", "role": "target",
+              "class": "CupboardOpenClose"} for name in ["door1-open", "door1-close", "gone"]]
+    loaded = load_sources(_sources(tmp_path, files))
+    assert len({f.key for f in loaded}) == 3 and loaded[0].key == "fake-data:/base/0snd.pk3!sound/doors/door1-open.ogg"
+    rec = realbank.decode(loaded[0], root, {})
+    assert rec.rate == RATE and abs(len(rec.audio) - RATE // 2) < 64 and np.abs(rec.audio).max() > 0.3
+
+    manifest = build(tmp_path / "bank", cache, tmp_path / "sources.json", log=lambda *_: None)
+    written = sorted(Path(r["file"]).name for r in manifest["clips"])
+    assert written == ["fake_data__door1_close.flac", "fake_data__door1_open.flac"]
+    assert {r["path"] for r in manifest["clips"]} == {f"/base/0snd.pk3!sound/doors/{n}.ogg" for n in ["door1-open", "door1-close"]}
+    assert manifest["skipped"] == [{"path": "fake-data:/base/0snd.pk3!sound/doors/gone.ogg",
+                                    "why": f"\"{root / 'base' / '0snd.pk3'}: no member 'sound/doors/gone.ogg'\""}]
