@@ -307,39 +307,41 @@ def train(args) -> Path:
                     scaler.step(opt_sed)
                     scaler.update()
 
-                sep_pool = rehearsal if rehearsal is not None and rng.random() < args.rehearse_separator else pool
-                mix, target, onehot, activity, present = (t.to(device) for t in separator_batch(
-                    sep_pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng,
-                    p_channel=p_channel))
-                passes = int(rng.integers(1, cfg.separator.max_passes + 1))
-                spec = mixture_stft(mix, cfg.separator.n_fft, cfg.separator.hop)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    est = sep.refine(spec, onehot, activity, passes)[-1]
-                est_wave = causal_istft(est.float(), cfg.separator.n_fft, cfg.separator.hop)
-                loss_sep = separation_loss(est_wave, target, mix[:, 0], present, preset["absent_weight"],
-                                           preset["absent_floor_db"])
-                opt_sep.zero_grad()
-                scaler.scale(loss_sep).backward()
-                scaler.unscale_(opt_sep)
-                torch.nn.utils.clip_grad_norm_(sep.parameters(), 5.0)
-                scaler.step(opt_sep)
-                scaler.update()
+                if args.train != "sed":
+                    sep_pool = rehearsal if rehearsal is not None and rng.random() < args.rehearse_separator else pool
+                    mix, target, onehot, activity, present = (t.to(device) for t in separator_batch(
+                        sep_pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng,
+                        p_channel=p_channel))
+                    passes = int(rng.integers(1, cfg.separator.max_passes + 1))
+                    spec = mixture_stft(mix, cfg.separator.n_fft, cfg.separator.hop)
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        est = sep.refine(spec, onehot, activity, passes)[-1]
+                    est_wave = causal_istft(est.float(), cfg.separator.n_fft, cfg.separator.hop)
+                    loss_sep = separation_loss(est_wave, target, mix[:, 0], present, preset["absent_weight"],
+                                               preset["absent_floor_db"])
+                    opt_sep.zero_grad()
+                    scaler.scale(loss_sep).backward()
+                    scaler.unscale_(opt_sep)
+                    torch.nn.utils.clip_grad_norm_(sep.parameters(), 5.0)
+                    scaler.step(opt_sep)
+                    scaler.update()
 
                 step += 1
                 now = time.time()
                 elapsed += now - t_last
                 t_last = now
-                for key, value in {"sep": loss_sep.item(), **parts}.items():
+                losses = parts if args.train == "sed" else {"sep": loss_sep.item(), **parts}
+                for key, value in losses.items():
                     running[key] = value if key not in running else 0.98 * running[key] + 0.02 * value
-                progress.update(task, completed=step, info=f"sed {running.get('sed', float('nan')):.3f} sep {running['sep']:+.2f} dB lr {lr:.1e}")
+                progress.update(task, completed=step, info=f"sed {running.get('sed', float('nan')):.3f} sep {running.get('sep', float('nan')):+.2f} dB lr {lr:.1e}")
                 if step % 25 == 0 or step == preset["steps"]:
-                    health = {}
-                    if step % preset["checkpoint_every"] == 0 or step == preset["steps"]:
+                    health = {} if args.train == "sed" else {"passes": passes}
+                    if args.train != "sed" and (step % preset["checkpoint_every"] == 0 or step == preset["steps"]):
                         with torch.no_grad():
                             waves = [causal_istft(e.float(), cfg.separator.n_fft, cfg.separator.hop)
                                      for e in sep.refine(spec, onehot, activity, cfg.separator.max_passes)]
-                        health = {"present": separator_health(waves, target, present, mix[:, 0])}
-                    log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": lr, "passes": passes,
+                        health["present"] = separator_health(waves, target, present, mix[:, 0])
+                    log.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "lr": lr,
                                           **{k: round(v, 4) for k, v in running.items()}, **health}) + "\n")
                     log.flush()
                 if step % preset["checkpoint_every"] == 0:
@@ -391,9 +393,11 @@ def parse_args(argv=None):
     p.add_argument("--spatial-stats", action="store_true",
                    help="spatial separators: each refinement pass also sees a beam towards the class and per-bin direction "
                         "coherence, from running statistics of the previous pass's estimate (state)")
-    p.add_argument("--train", choices=["both", "separator"], default="both",
+    p.add_argument("--train", choices=["both", "separator", "sed"], default="both",
                    help="separator: train only the separator (export it with --sed-from a trained SED), "
-                        "e.g. for the guidance ablation at the separator's budget")
+                        "e.g. for the guidance ablation at the separator's budget; sed: train only the SED "
+                        "(the separator keeps its --init weights; about twice the SED updates per CPU hour, "
+                        "for when detection is the bottleneck)")
     p.add_argument("--absent-weight", type=float, default=None,
                    help="weight of the absent-class (silence) term of the separation loss (preset's if not given)")
     p.add_argument("--absent-floor-db", type=float, default=None,

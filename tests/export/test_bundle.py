@@ -116,3 +116,19 @@ def test_separator_only_training_keeps_the_sed_and_exports_with_another_sed(tmp_
     assert json.loads(fresh["recipe_json"])["train"] == "separator"
     manifest = export_bundle(out / "checkpoint.pt", tmp_path / "bundle", sed_checkpoint=ckpt)
     assert manifest["provenance"]["recipe"]["sed_from"]["checkpoint"] == str(ckpt)
+
+
+def test_sed_only_training_keeps_the_init_separator_and_moves_the_sed(tmp_path):
+    import torch
+
+    parent = tmp_path / "parent" / "checkpoint.pt"
+    train_main(["--preset", "test", "--out", str(parent.parent), "--quiet"])
+    out = tmp_path / "sed_only"
+    train_main(["--preset", "test", "--out", str(out), "--quiet", "--train", "sed", "--init", str(parent), "--steps", "4"])
+    start, trained = (torch.load(p, weights_only=True) for p in (parent, out / "checkpoint.pt"))
+    assert all(torch.equal(start["separator"][k], trained["separator"][k]) for k in start["separator"])
+    assert any(not torch.equal(start["sed"][k], trained["sed"][k]) for k in start["sed"])
+    assert json.loads(trained["recipe_json"])["train"] == "sed"
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert "sed" in last and "sep" not in last and "present" not in last
+    export_bundle(out / "checkpoint.pt", tmp_path / "bundle")
