@@ -127,8 +127,10 @@ def test_nan_out_of_the_separator_is_repaired_for_one_hop(scene, clean):
     for label, reference in clean[0].items():
         after = slice(hop * 128 - 512, n)
         error = outputs[label][after] - reference[after]
-        if not np.any(reference[after]):  # the class's stream ended before the fault: it must stay silent
-            assert not np.any(error), label
+        whole_rms = np.sqrt(np.mean(reference**2)) + 1e-12
+        if np.sqrt(np.mean(reference[after] ** 2)) < 1e-4 * whole_rms:
+            # the class's stream ended before the fault (at most a decayed tail, -80 dB): it must stay as quiet
+            assert np.sqrt(np.mean(error**2)) < 1e-4 * whole_rms, label
             continue
         snr_db = 10 * np.log10(np.sum(reference[after] ** 2) / (np.sum(error**2) + 1e-12))
         assert snr_db > 20, (label, snr_db)

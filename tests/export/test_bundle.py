@@ -93,8 +93,10 @@ def test_default_bundle_is_packaged_and_valid():
     recipe = bundle.manifest["provenance"]["recipe"]
     if recipe["preset"] == "blend":  # a weight interpolation of two trained models (export/blend.py)
         assert {recipe["first_recipe"]["preset"], recipe["second_recipe"]["preset"]} <= {"full", "real"}
-    elif recipe["preset"] == "real":  # fine-tuning of `full` on real recordings, with rehearsal of `full`
-        assert recipe["init"] == "checkpoints/full.pt" and recipe["rehearse"]["teacher"] == "checkpoints/full.pt"
+    elif recipe["preset"] == "real":  # fine-tuning of `full` (or of an earlier such fine-tuning) on real
+        # recordings, with rehearsal of `full`
+        assert recipe["init"] in ("checkpoints/full.pt", "checkpoints/real4.pt")
+        assert recipe["rehearse"]["teacher"] == "checkpoints/full.pt"
     else:
         assert recipe["preset"] in ("quick", "full")
     assert np.isfinite(bundle.budget_ms)
