@@ -79,9 +79,13 @@ class SourceFile:
     meta: dict = field(default_factory=dict)  # the package's source, version, licence
 
     @property
+    def locator(self) -> str:
+        """The recording inside its package: path, #sample of a soundfont, !member of an archive."""
+        return self.path + (f"#{self.sample}" if self.sample else "") + (f"!{self.member}" if self.member else "")
+
+    @property
     def key(self) -> str:
-        return f"{self.package}:{self.path}" + (f"#{self.sample}" if self.sample else "") + (
-            f"!{self.member}" if self.member else "")
+        return f"{self.package}:{self.locator}"
 
     @property
     def stem(self) -> str:
@@ -444,7 +448,7 @@ def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | 
                  "package": f.package, "source": f.meta["source"], "version": versions[f.package],
                  "licence": f.meta.get("licence", ""), "duration_s": round(len(audio) / rate, 3), "rate": rate}
         if made_from is None:
-            entry["path"] = f.key.split(":", 1)[1]
+            entry["path"] = f.locator
         else:
             entry["compose"] = f.compose
             entry["made_from"] = made_from

@@ -110,6 +110,17 @@ def separator_health(est_waves: list, target, present, mix_ref) -> dict[str, flo
     return out
 
 
+def optimiser_step(opt, loss: torch.Tensor, module: torch.nn.Module, scaler) -> None:
+    """One update of `module` from `loss`: through the AMP scaler (a no-op without fp16), gradients
+    clipped to norm 5 after unscaling."""
+    opt.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+    scaler.step(opt)
+    scaler.update()
+
+
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -272,6 +283,7 @@ def train(args) -> Path:
     previous_handler = signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
     log = open(out / "log.jsonl", "a")
     sed.train(), sep.train()
+    train_sed, train_separator = args.train != "separator", args.train != "sed"
     t_last = time.time()
     running: dict[str, float] = {}
     with Progress(TextColumn("[bold]train[/] {task.fields[info]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -287,7 +299,7 @@ def train(args) -> Path:
                     group["lr"] = lr
 
                 parts = {}
-                for _ in range(preset.get("sed_updates", 1) if args.train != "separator" else 0):
+                for _ in range(preset.get("sed_updates", 1) if train_sed else 0):
                     audio, clip_y, frame_y = (t.to(device) for t in sed_batch(
                         pool.sample(preset["sed_batch"]), cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop,
                         args.sample_rate, rng, p_channel=p_channel))
@@ -300,14 +312,9 @@ def train(args) -> Path:
                                                  rng, device, amp_dtype)
                         loss_sed = loss_sed + args.rehearse_weight * distill
                         parts["distill"] = distill.item()
-                    opt_sed.zero_grad()
-                    scaler.scale(loss_sed).backward()
-                    scaler.unscale_(opt_sed)
-                    torch.nn.utils.clip_grad_norm_(sed.parameters(), 5.0)
-                    scaler.step(opt_sed)
-                    scaler.update()
+                    optimiser_step(opt_sed, loss_sed, sed, scaler)
 
-                if args.train != "sed":
+                if train_separator:
                     sep_pool = rehearsal if rehearsal is not None and rng.random() < args.rehearse_separator else pool
                     mix, target, onehot, activity, present = (t.to(device) for t in separator_batch(
                         sep_pool.sample(preset["sep_batch"]), sep_len, cfg.separator.hop, cfg.sed.frame_hop, args.sample_rate, rng,
@@ -319,24 +326,19 @@ def train(args) -> Path:
                     est_wave = causal_istft(est.float(), cfg.separator.n_fft, cfg.separator.hop)
                     loss_sep = separation_loss(est_wave, target, mix[:, 0], present, preset["absent_weight"],
                                                preset["absent_floor_db"])
-                    opt_sep.zero_grad()
-                    scaler.scale(loss_sep).backward()
-                    scaler.unscale_(opt_sep)
-                    torch.nn.utils.clip_grad_norm_(sep.parameters(), 5.0)
-                    scaler.step(opt_sep)
-                    scaler.update()
+                    optimiser_step(opt_sep, loss_sep, sep, scaler)
 
                 step += 1
                 now = time.time()
                 elapsed += now - t_last
                 t_last = now
-                losses = parts if args.train == "sed" else {"sep": loss_sep.item(), **parts}
+                losses = {"sep": loss_sep.item(), **parts} if train_separator else parts
                 for key, value in losses.items():
                     running[key] = value if key not in running else 0.98 * running[key] + 0.02 * value
                 progress.update(task, completed=step, info=f"sed {running.get('sed', float('nan')):.3f} sep {running.get('sep', float('nan')):+.2f} dB lr {lr:.1e}")
                 if step % 25 == 0 or step == preset["steps"]:
-                    health = {} if args.train == "sed" else {"passes": passes}
-                    if args.train != "sed" and (step % preset["checkpoint_every"] == 0 or step == preset["steps"]):
+                    health = {"passes": passes} if train_separator else {}
+                    if train_separator and (step % preset["checkpoint_every"] == 0 or step == preset["steps"]):
                         with torch.no_grad():
                             waves = [causal_istft(e.float(), cfg.separator.n_fft, cfg.separator.hop)
                                      for e in sep.refine(spec, onehot, activity, cfg.separator.max_passes)]
