@@ -13,6 +13,9 @@ median onset delay (decision time − true onset) above the target:
 of delay weighs like 2 points of accuracy-plus-F1 mean). ``--delay-weight 0`` tunes for accuracy only.
 Validation scenes use a seed different from the evaluation's (1000) and from training's (0).
 
+``--recall-floor R`` keeps any class from being tuned into silence: a class present in at least
+FLOOR_MIN_SCENES validation scenes and found in fewer than R of them costs a whole point of score.
+
 ``--per-class`` then gives classes their own (on, off) pair (`class_thresholds`), one class at a time
 over CLASS_LEVELS from the tuned global pair, kept only where the score rises by more than
 CLASS_MIN_GAIN (a class's pair must earn its place, not follow noise in a few scenes).
@@ -49,6 +52,9 @@ ROUNDS = 2
 CLASS_LEVELS = [(0.3, 0.2), (0.4, 0.25), (0.5, 0.3), (0.6, 0.4), (0.7, 0.5), (0.8, 0.5), (0.9, 0.6), (0.95, 0.7)]
 CLASS_ROUNDS = 2
 CLASS_MIN_GAIN = 0.002
+# --recall-floor: a class present in at least this many validation scenes must be found in at least
+# `floor` of them; each class below costs a whole point of score, more than any accuracy gain buys
+FLOOR_MIN_SCENES = 3
 
 
 def objective(accuracy: float, segment_f1: float, median_delay_s: float | None,
@@ -56,6 +62,18 @@ def objective(accuracy: float, segment_f1: float, median_delay_s: float | None,
     """Mean of label accuracy and segment F1, minus the penalty for onset delay above the target."""
     delay = 1.0 if median_delay_s is None else median_delay_s  # nothing detected: as late as matching allows
     return (accuracy + segment_f1) / 2 - delay_weight * max(0.0, delay - delay_target)
+
+
+def classes_below_recall_floor(truths: list[set[str]], estimates: list[set[str]], floor: float,
+                               min_scenes: int = FLOOR_MIN_SCENES) -> list[str]:
+    """Classes present in ≥ min_scenes scenes whose scene recall (found / present) is below `floor`."""
+    present: dict[str, int] = {}
+    found: dict[str, int] = {}
+    for truth, estimate in zip(truths, estimates):
+        for label in truth:
+            present[label] = present.get(label, 0) + 1
+            found[label] = found.get(label, 0) + (label in estimate)
+    return sorted(c for c, n in present.items() if n >= min_scenes and found[c] / n < floor)
 
 
 def sed_results(bundle, sed: SedModel, mixture: np.ndarray) -> list[SedResult]:
@@ -79,9 +97,11 @@ def replay(bundle, results: list[SedResult], options: TrackerOptions, n: int):
 
 
 def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target: float = 0.15,
-         soundbank: str | None = None, real_scenes: int = 0, per_class: bool = False) -> tuple[TrackerOptions, dict]:
+         soundbank: str | None = None, real_scenes: int = 0, per_class: bool = False,
+         recall_floor: float = 0.0) -> tuple[TrackerOptions, dict]:
     """Tune on `scenes` procedural scenes plus, with `soundbank` (a folder bank, e.g. the real bank's
-    valid/ split), `real_scenes` scenes built from it (20 % without a target, for false alarms)."""
+    valid/ split), `real_scenes` scenes built from it (20 % without a target, for false alarms).
+    `recall_floor` > 0: every class below it (`classes_below_recall_floor`) costs a point of score."""
     bundle = load_bundle(model)
     sed = SedModel(bundle, ["CPUExecutionProvider"])
     cfg = SceneConfig(sr=bundle.sample_rate, duration=10.0, channels=bundle.channels, room=bundle.channels > 1)
@@ -94,16 +114,19 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
             scene = generate_scene(scene_cfg, int(np.random.SeedSequence([seed, stream, i]).generate_state(1)[0]), bank)
             data.append((sed_results(bundle, sed, scene.mixture), [(e.label, e.onset, e.offset) for e in scene.events],
                          scene.mixture.shape[1], set(scene.sources)))
-    def score(opts: TrackerOptions) -> tuple[float, float, float, float, TrackerOptions]:
+    def score(opts: TrackerOptions) -> tuple[float, float, float, float, list[str], TrackerOptions]:
         est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
-        acc = label_accuracy([t for *_, t in data], [{e[0] for e in ev} for ev in est])
+        found = [{e[0] for e in ev} for ev in est]
+        acc = label_accuracy([t for *_, t in data], found)
         seg = segment_based_f1([ref for _, ref, _, _ in data], est,
                                [n / bundle.sample_rate for _, _, n, _ in data], list(bundle.classes)).f1
         delay = onset_delay_stats([ref for _, ref, _, _ in data], est).median_s
-        return objective(acc, seg, delay, delay_weight, delay_target), acc, seg, delay, opts
+        below = classes_below_recall_floor([t for *_, t in data], found, recall_floor, FLOOR_MIN_SCENES) if recall_floor > 0 else []
+        return objective(acc, seg, delay, delay_weight, delay_target) - len(below), acc, seg, delay, below, opts
 
     def summary(s):
-        return {"score": s[0], "label_accuracy": s[1], "segment_f1": s[2], "median_onset_delay_s": s[3]}
+        return {"score": s[0], "label_accuracy": s[1], "segment_f1": s[2], "median_onset_delay_s": s[3],
+                "below_recall_floor": s[4]}
 
     default = score(TrackerOptions())
     best = score(TrackerOptions.from_bundle(bundle.manifest))
@@ -133,6 +156,7 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
     report = {"validation": {"scenes": scenes, "seed": seed, "soundbank": soundbank, "real_scenes": real_scenes if soundbank else 0,
                              "grid": GRID, "rounds": ROUNDS,
                              "delay_weight": delay_weight, "delay_target_s": delay_target,
+                             "recall_floor": {"floor": recall_floor, "min_scenes": FLOOR_MIN_SCENES} if recall_floor > 0 else None,
                              "per_class": {"levels": CLASS_LEVELS, "rounds": CLASS_ROUNDS, "min_gain": CLASS_MIN_GAIN}
                              if per_class else None},
               "chosen": summary(best), "global_only": summary(global_best), "defaults": summary(default)}
@@ -149,9 +173,11 @@ def main(argv=None):
     p.add_argument("--soundbank", default=None, help="also tune on scenes from this folder bank (e.g. realbank/valid)")
     p.add_argument("--real-scenes", type=int, default=100, help="scenes from --soundbank")
     p.add_argument("--per-class", action="store_true", help="then tune each class's own (on, off) pair")
+    p.add_argument("--recall-floor", type=float, default=0.0,
+                   help="penalise settings that leave a class (present in ≥ 3 scenes) found in fewer than this share of its scenes")
     args = p.parse_args(argv)
     options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target,
-                           args.soundbank, args.real_scenes, args.per_class)
+                           args.soundbank, args.real_scenes, args.per_class, args.recall_floor)
 
     settings = options.to_manifest()
 

@@ -72,3 +72,31 @@ def test_per_class_pairs_are_written_to_the_bundle_and_used_by_the_engine(toy_bu
     assert len(pairs) >= len(manifest["classes"]) - 1  # a class on the global pair carries none
     engine = Engine(str(bundle_dir), device="cpu", options=EngineOptions(calibrate=False))
     assert all(engine.tracker.options.thresholds(c) == tuple(p) for c, p in pairs.items())
+
+
+def test_recall_floor_counts_only_classes_with_enough_scenes_that_are_found_too_rarely():
+    from export.tune_tracker import classes_below_recall_floor
+
+    truths = [{"Speech", "FootSteps"}, {"Speech"}, {"Speech", "FootSteps"}, {"FootSteps"}, {"Cough"}, {"Cough"}]
+    found = [{"Speech"}, {"Speech"}, set(), {"FootSteps", "Dishes"}, set(), set()]
+    # Speech 2/3, FootSteps 1/3; Cough (two scenes) is too rare to judge
+    assert classes_below_recall_floor(truths, found, 0.5) == ["FootSteps"]
+    assert classes_below_recall_floor(truths, found, 0.7) == ["FootSteps", "Speech"]
+    assert classes_below_recall_floor(truths, found, 0.5, min_scenes=2) == ["Cough", "FootSteps"]
+    assert classes_below_recall_floor(truths, found, 0.3) == []
+
+
+def test_tuning_with_a_recall_floor_reports_it_and_charges_a_point_per_class_below(toy_bundle, tmp_path, capsys, monkeypatch):
+    import export.tune_tracker as tune_tracker
+
+    monkeypatch.setattr(tune_tracker, "FLOOR_MIN_SCENES", 1)  # the toy model misses some class in a few scenes
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(toy_bundle, bundle_dir)
+    tune_main(["--model", str(bundle_dir), "--scenes", "6", "--seed", "5", "--recall-floor", "1.0"])
+    printed = json.loads(capsys.readouterr().out)
+    validation = load_bundle(bundle_dir).manifest["provenance"]["tracker_tuning"]["validation"]
+    assert validation["recall_floor"] == {"floor": 1.0, "min_scenes": 1}
+    below = printed["below_recall_floor"]
+    mean = (printed["label_accuracy"] + printed["segment_f1"]) / 2
+    assert below and printed["score"] <= mean - len(below) + 1e-9  # the point per class is charged (delay may cost more)
+    assert printed["score"] >= printed["defaults"]["score"]
