@@ -335,7 +335,10 @@ def train(args) -> Path:
                 losses = {"sep": loss_sep.item(), **parts} if train_separator else parts
                 for key, value in losses.items():
                     running[key] = value if key not in running else 0.98 * running[key] + 0.02 * value
-                progress.update(task, completed=step, info=f"sed {running.get('sed', float('nan')):.3f} sep {running.get('sep', float('nan')):+.2f} dB lr {lr:.1e}")
+                shown = [f"sed {running['sed']:.3f}"] if "sed" in running else []  # a term not trained is not shown
+                if "sep" in running:
+                    shown.append(f"sep {running['sep']:+.2f} dB")
+                progress.update(task, completed=step, info=" ".join(shown + [f"lr {lr:.1e}"]))
                 if step % 25 == 0 or step == preset["steps"]:
                     health = {"passes": passes} if train_separator else {}
                     if train_separator and (step % preset["checkpoint_every"] == 0 or step == preset["steps"]):

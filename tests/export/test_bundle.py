@@ -120,13 +120,16 @@ def test_separator_only_training_keeps_the_sed_and_exports_with_another_sed(tmp_
     assert manifest["provenance"]["recipe"]["sed_from"]["checkpoint"] == str(ckpt)
 
 
-def test_sed_only_training_keeps_the_init_separator_and_moves_the_sed(tmp_path):
+def test_sed_only_training_keeps_the_init_separator_and_moves_the_sed(tmp_path, capsys):
     import torch
 
     parent = tmp_path / "parent" / "checkpoint.pt"
     train_main(["--preset", "test", "--out", str(parent.parent), "--quiet"])
     out = tmp_path / "sed_only"
-    train_main(["--preset", "test", "--out", str(out), "--quiet", "--train", "sed", "--init", str(parent), "--steps", "4"])
+    capsys.readouterr()
+    train_main(["--preset", "test", "--out", str(out), "--train", "sed", "--init", str(parent), "--steps", "4"])
+    shown = capsys.readouterr()
+    assert "sed " in shown.out + shown.err and "nan" not in shown.out + shown.err  # the untrained term is not shown
     start, trained = (torch.load(p, weights_only=True) for p in (parent, out / "checkpoint.pt"))
     assert all(torch.equal(start["separator"][k], trained["separator"][k]) for k in start["separator"])
     assert any(not torch.equal(start["sed"][k], trained["sed"][k]) for k in start["sed"])
