@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from scipy import signal
 
 from stream_s5.labels import CLASSES
 
@@ -166,11 +167,9 @@ def _copy_print(rec: Recording) -> np.ndarray:
 
 def _peak_correlation(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
     """Largest |normalised cross-correlation| of two unit-norm signals within ±max_lag samples."""
-    n = len(a) + len(b) - 1
-    size = 1 << (n - 1).bit_length()
-    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
-    lags = np.concatenate([xc[: max_lag + 1], xc[-max_lag:]]) if max_lag > 0 else xc[:1]
-    return float(np.max(np.abs(lags)))
+    xc = signal.correlate(a, b, mode="full", method="fft")  # zero lag at index len(b) - 1
+    zero = len(b) - 1
+    return float(np.max(np.abs(xc[max(0, zero - max_lag) : zero + max_lag + 1])))
 
 
 def find_copies(recordings: list[Recording]) -> dict[str, str]:

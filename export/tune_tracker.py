@@ -114,14 +114,17 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
             scene = generate_scene(scene_cfg, int(np.random.SeedSequence([seed, stream, i]).generate_state(1)[0]), bank)
             data.append((sed_results(bundle, sed, scene.mixture), [(e.label, e.onset, e.offset) for e in scene.events],
                          scene.mixture.shape[1], set(scene.sources)))
+    truths = [t for *_, t in data]
+    references = [ref for _, ref, _, _ in data]
+    durations = [n / bundle.sample_rate for _, _, n, _ in data]
+
     def score(opts: TrackerOptions) -> tuple[float, float, float, float, list[str], TrackerOptions]:
         est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
         found = [{e[0] for e in ev} for ev in est]
-        acc = label_accuracy([t for *_, t in data], found)
-        seg = segment_based_f1([ref for _, ref, _, _ in data], est,
-                               [n / bundle.sample_rate for _, _, n, _ in data], list(bundle.classes)).f1
-        delay = onset_delay_stats([ref for _, ref, _, _ in data], est).median_s
-        below = classes_below_recall_floor([t for *_, t in data], found, recall_floor, FLOOR_MIN_SCENES) if recall_floor > 0 else []
+        acc = label_accuracy(truths, found)
+        seg = segment_based_f1(references, est, durations, list(bundle.classes)).f1
+        delay = onset_delay_stats(references, est).median_s
+        below = classes_below_recall_floor(truths, found, recall_floor, FLOOR_MIN_SCENES) if recall_floor > 0 else []
         return objective(acc, seg, delay, delay_weight, delay_target) - len(below), acc, seg, delay, below, opts
 
     def summary(s):
