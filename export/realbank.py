@@ -15,7 +15,8 @@ What it does, in order:
 4. drops copies of one recording shipped in several packages (same duration, waveform correlation
    ≥ 0.8: `find_copies`; listed under `skipped`), then splits the files of every class / role **by
    recording** into train and validation (a stable hash of package and path; about a quarter to
-   validation, at least one file each side where a class has two);
+   validation, at least one file each side where a class has two of a kind — one-shots composed
+   the same way, or whole recordings);
 5. writes `<out>/<split>/<Class>/*.flac`, `<out>/<split>/interference/*.flac`, `<out>/<split>/noise/*.flac`
    (the `Soundbank.from_folder` layout) and `<out>/realbank.json`, the manifest: one row per written
    clip with package, version, path, licence, class or role, duration, rate, split and, for composed
@@ -96,7 +97,9 @@ class SourceFile:
 
     @property
     def bucket(self) -> str:
-        return self.cls if self.role == "target" else self.role
+        # Split per kind of clip as well as per class: one-shots composed into sequences and whole
+        # recordings each get both sides, so a class's validation clips are not all of one kind.
+        return f"{self.cls if self.role == 'target' else self.role}/{self.compose or 'whole'}"
 
 
 def _normal(name: str) -> str:
@@ -132,8 +135,9 @@ def _stable_unit(text: str) -> float:
 
 
 def split_of(files: list[SourceFile], valid_share: float = VALID_SHARE) -> dict[str, str]:
-    """key → 'train' | 'valid'. Per bucket (class or role), files ordered by a stable hash; the first
-    round(share·n) go to validation, at least one when the bucket has two or more files."""
+    """key → 'train' | 'valid'. Per bucket (class or role, and how its clips are composed), files ordered
+    by a stable hash; the first round(share·n) go to validation, at least one when the bucket has two or
+    more files."""
     buckets: dict[str, list[SourceFile]] = defaultdict(list)
     for f in files:
         buckets[f.bucket].append(f)
@@ -391,11 +395,21 @@ def _claps(rng, shots, n):
 _NOTE = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
 
+# A sample name ends with its note: "Piano Ab2", "FluteG5", "Glocken C10", "Marimba F# 6(L)" (a stereo
+# sample's channel in brackets).
+_NOTE_NAME = re.compile(r"([A-G])([#b]?)\s*(\d{1,2})\s*(?:\([LR]\))?$")
+
+
 def _midi(name: str) -> int | None:
-    m = re.search(r"([A-G])([#b]?)\s*(\d)$", name)
+    m = _NOTE_NAME.search(name)
     if not m:
         return None
     return 12 * (int(m.group(3)) + 1) + _NOTE[m.group(1)] + {"#": 1, "b": -1, "": 0}[m.group(2)]
+
+
+def _instrument(name: str) -> str:
+    """The instrument a sample belongs to: its name without the note ("P200 Piano D2(L)" → "P200 Piano")."""
+    return _NOTE_NAME.sub("", name).strip()
 
 
 def _render_note(rec: Recording, x: np.ndarray, semitones: float, length: int, decay_s: float) -> np.ndarray:
@@ -419,9 +433,8 @@ def _notes(rng, shots, n):
     """A melody (3–14 notes, sometimes chords) from the instrument's sampled notes, each note played from
     the nearest sample (at most ±6 semitones away)."""
     pitched = [(rec, x, _midi(rec.source.sample or "")) for rec, x in shots]
-    instrument = shots[int(rng.integers(len(shots)))][0].source.sample or ""
-    family = instrument.split()[0].rstrip("0123456789#")
-    same = [p for p in pitched if (p[0].source.sample or "").startswith(family)] or pitched
+    family = _instrument(shots[int(rng.integers(len(shots)))][0].source.sample or "")
+    same = [p for p in pitched if _instrument(p[0].source.sample or "") == family] or pitched
     out, t = np.zeros(n, np.float32), rng.uniform(0.0, 0.2)
     beat = 60.0 / rng.uniform(60, 180)
     centre = rng.uniform(48, 76)

@@ -77,6 +77,25 @@ def test_split_is_by_file_stable_and_keeps_both_sides_of_every_class():
     assert sorted(a[f.key] for f in files if f.role == "background") == ["train", "valid"]
 
 
+def test_split_gives_each_kind_of_clip_of_a_class_both_sides():
+    # Three clap one-shots (composed into clapping) and two whole applause recordings: each kind gets a
+    # validation file, so validation Clapping is not applause only.
+    files = [SourceFile("p", f"/claps/{i}.wav", "target", "Clapping", compose="claps") for i in range(3)]
+    files += [SourceFile("p", f"/applause/{i}.ogg", "target", "Clapping") for i in range(2)]
+    a = split_of(files)
+    assert sorted(a[f.key] for f in files if f.compose == "claps") == ["train", "train", "valid"]
+    assert sorted(a[f.key] for f in files if f.compose is None) == ["train", "valid"]
+
+
+def test_note_names_of_sampled_instruments():
+    from export.realbank import _instrument, _midi
+
+    assert _midi("Piano Ab2") == 44 and _midi("FluteG5") == 79 and _midi("Glocken C10") == 132
+    assert _midi("Marimba F# 6(L)") == 90 and _midi("P200 Piano D2(L)") == 38 and _midi("Applause") is None
+    assert _instrument("P200 Piano D2(L)") == "P200 Piano" and _instrument("FluteG5") == "Flute"
+    assert _instrument("Steel Drum C 7(L)") == "Steel Drum" and _instrument("Piano Ab2") == "Piano"
+
+
 def test_build_writes_the_layout_and_a_manifest_and_composes_within_a_split(tmp_path):
     cache = tmp_path / "cache"
     root = _fake_package(cache)
