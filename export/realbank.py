@@ -332,12 +332,21 @@ def _finish(out: np.ndarray) -> np.ndarray:
     return (out * (0.7 / peak)).astype(np.float32) if peak > 0 else out.astype(np.float32)
 
 
+def _surface(source: SourceFile) -> str:
+    """The surface a footfall was recorded on, from its file name without the take number
+    ("default_dirt_footstep.2.ogg" → "default_dirt_footstep", a .pk3's "sound/footsteps/wood3.ogg" → "wood")."""
+    return re.sub(r"[._]?\d*$", "", source.stem)
+
+
 def _steps(rng, shots, n):
-    """Walking: one surface per clip, a step every 0.42–0.75 s, ±8 % timing, ±3 dB."""
+    """Walking: one surface per clip, a step every 0.42–0.75 s, ±8 % timing, ±3 dB; the clip's footfalls
+    played 0.85–1.15× as fast (a heavier or lighter walker, softer or harder shoes), since each surface has
+    only a few recorded footfalls."""
     surfaces = defaultdict(list)
     for rec, x in shots:
-        surfaces[re.sub(r"[._]?\d*\.\w+$", "", Path(rec.source.path).name)].append(x)
-    group = list(surfaces.values())[int(rng.integers(len(surfaces)))]
+        surfaces[_surface(rec.source)].append(x)
+    ratio = rng.uniform(0.85, 1.15)
+    group = [_pitch(x, ratio) for x in list(surfaces.values())[int(rng.integers(len(surfaces)))]]
     out, t, period = np.zeros(n, np.float32), rng.uniform(0.0, 0.2), rng.uniform(0.42, 0.75)
     while t * COMPOSED_RATE < n:
         _overlay(out, group[int(rng.integers(len(group)))], int(t * COMPOSED_RATE), 10 ** (rng.uniform(-3, 3) / 20))

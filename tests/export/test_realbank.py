@@ -154,6 +154,15 @@ def test_composers_make_sequences_of_the_one_shots():
         assert onsets >= 3, name  # several events, not one
 
 
+def test_footfalls_are_grouped_by_surface_also_inside_an_archive():
+    surface = realbank._surface
+    assert surface(SourceFile("p", "/x/default_dirt_footstep.2.ogg", "target", "FootSteps")) == "default_dirt_footstep"
+    assert surface(SourceFile("p", "/x/FootStepGrass1.ogg", "target", "FootSteps")) == "FootStepGrass"
+    wood = [SourceFile("p", "/x/0snd.pk3", "target", "FootSteps", member=f"sound/footsteps/wood{i}.ogg") for i in (1, 2)]
+    snow = SourceFile("p", "/x/0snd.pk3", "target", "FootSteps", member="sound/footsteps/snow1.ogg")
+    assert surface(wood[0]) == surface(wood[1]) == "wood" and surface(snow) == "snow"
+
+
 def _write_sf2(path, frames, rate=22050, name=b"Piano C4", loop=(100, 900)):
     pcm = np.round(frames * 32000).astype("<i2").tobytes() + b"\0" * 92
 
