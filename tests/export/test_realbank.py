@@ -188,6 +188,58 @@ def test_sf2_samples_are_read_with_their_loop_and_rate(tmp_path):
         read_sf2_samples(tmp_path / "bad.sf2")
 
 
+def test_sf3_samples_are_decoded_from_their_own_ogg_streams_even_without_chunk_padding(tmp_path):
+    """MuseScore's .sf3: each sample an Ogg Vorbis stream in the pool (type bit 0x10), start/end in
+    bytes, loop in decoded frames from the sample's start; its writer does not pad odd chunks."""
+    import io
+
+    tones = {b"Piano C4": _tone(261.6, 0.3, decay=2), b"Clap": _tone(1500, 0.1, decay=30)}
+    streams = []
+    for frames in tones.values():
+        buf = io.BytesIO()
+        sf.write(buf, frames, RATE, format="OGG")
+        streams.append(buf.getvalue())
+    pool = b"".join(streams)
+    if len(pool) % 2 == 0:
+        pool += b"\0"  # an odd pool, written unpadded below
+    shdr, start = b"", 0
+    for (name, frames), stream in zip(tones.items(), streams):
+        shdr += name.ljust(20, b"\0") + struct.pack("<5I", start, start + len(stream), 100, 900, RATE)
+        shdr += bytes([60, 0]) + struct.pack("<HH", 0, 0x11)
+        start += len(stream)
+    shdr += b"EOS".ljust(20, b"\0") + b"\0" * 26
+    pdta = b"pdta" + b"shdr" + struct.pack("<I", len(shdr)) + shdr
+    sdta = b"sdta" + b"smpl" + struct.pack("<I", len(pool)) + pool
+    body = b"sfbk" + b"LIST" + struct.pack("<I", len(sdta)) + sdta + b"LIST" + struct.pack("<I", len(pdta)) + pdta
+    (tmp_path / "x.sf3").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    samples = read_sf2_samples(tmp_path / "x.sf3")
+    assert sorted(samples) == ["Clap", "Piano C4"]
+    piano = samples["Piano C4"]
+    assert piano.rate == RATE and piano.loop == (100, 900) and len(piano.audio) == len(tones[b"Piano C4"])
+    spectrum = np.abs(np.fft.rfft(piano.audio))
+    assert abs(np.argmax(spectrum) * RATE / len(piano.audio) - 261.6) < 10
+
+
+def test_cupboard_actions_open_before_they_close():
+    rate = realbank.COMPOSED_RATE
+    opening, closing = _tone(300, 0.3, rate=rate, decay=10), _tone(3000, 0.1, rate=rate, decay=30)
+    shots = [(realbank.Recording(SourceFile("p", f"/x/{name}.ogg", "target", "CupboardOpenClose", compose="cupboard"),
+                                 x, rate), x) for name, x in (("Open", opening), ("DoorClose1", closing), ("HingeCreak2", opening))]
+    n = 8 * rate
+    for seed in range(5):
+        out = realbank.COMPOSERS["cupboard"](np.random.default_rng(seed), shots, n)
+        assert out.shape == (n,) and np.isfinite(out).all()
+        frame = rate // 100
+        loud = np.abs(out[: n // frame * frame]).reshape(-1, frame).max(1) > 0.02
+        starts = np.flatnonzero(np.diff(loud.astype(int)) == 1) + 1
+        assert len(starts) >= 2
+        pitches = []
+        for s in starts[:2]:
+            seg = out[s * frame : s * frame + int(0.08 * rate)]
+            pitches.append(np.argmax(np.abs(np.fft.rfft(seg))) * rate / len(seg))
+        assert pitches[0] < 1000 < pitches[1]  # an opening first, then a closing
+
+
 def test_a_file_inside_a_zip_archive_is_read_and_keeps_its_own_key_and_name(tmp_path):
     """Game data ships sounds packed (.pk3 = zip): `member` names the file inside the archive."""
     import io
