@@ -170,8 +170,14 @@ def test_a_stalled_sed_worker_is_timed_out_and_skipped_not_waited_for(scene, cle
     t0 = time.perf_counter()
     for i in range(0, n, CHUNK):
         sink.write(eng.feed(frames[i : i + CHUNK]))
-        if i >= n // 2:
+        if i >= n // 2 and not faulty.release.is_set():
             faulty.release.set()  # the worker comes back half-way through
+            # wait until its call has really finished, so that the rest of the stream finds the worker
+            # free however slowly the thread is scheduled (on a loaded 2-core runner the feeds could
+            # otherwise all run before it wakes up)
+            stalled, deadline = eng.sed._stalled, time.perf_counter() + 5
+            while stalled is not None and not stalled.done() and time.perf_counter() < deadline:
+                time.sleep(0.01)
     sink.write(eng.flush())
     stats, faults = eng.stats(), eng.stats()["faults"]
     assert faults["sed_timeouts"] == 1 and faults["sed_skipped"] >= 1
