@@ -58,3 +58,46 @@ def test_sed_and_separator_batches_with_channel_randomisation():
     assert audio.shape == (4, 20480) and bool(audio.isfinite().all())
     mix, target, onehot, activity, present = separator_batch(pool.sample(4), 8192, 128, 640, 16000, rng, p_channel=1.0)
     assert mix.shape == (4, 1, 8192) and bool(mix.isfinite().all()) and bool(target.isfinite().all())
+
+
+def test_training_labels_split_an_event_at_its_long_pauses_only():
+    """A door opened, 2 s of nothing, then shut is one scene event but two training events: a SED window
+    inside the pause hears no cupboard and must not be told it does. Footfall-length pauses stay inside."""
+    import numpy as np
+
+    from export.data import audible_events
+
+    sr, rng = 16000, np.random.default_rng(0)
+    door = np.zeros(6 * sr)
+    door[sr : sr + 4000] = rng.standard_normal(4000)  # the opening, 1.0–1.25 s
+    door[int(3.5 * sr) : int(3.5 * sr) + 2400] = 0.3 * rng.standard_normal(2400)  # the closing, 3.5–3.65 s
+    door[int(1.25 * sr) : int(3.5 * sr)] = 1e-3 * rng.standard_normal(int(2.25 * sr))  # a room tone 50 dB down
+    events = audible_events("CupboardOpenClose", door, sr, 1.0, 3.65)
+    assert [label for label, _, _ in events] == ["CupboardOpenClose"] * 2
+    (_, on1, off1), (_, on2, off2) = events
+    assert on1 == 1.0 and abs(off1 - 1.25) <= 0.01 and abs(on2 - 3.5) <= 0.01 and off2 == 3.65
+
+    steps = np.zeros(6 * sr)
+    for k in range(6):  # a footfall every 0.6 s: 0.5 s pauses
+        steps[sr + k * 9600 : sr + k * 9600 + 1600] = rng.standard_normal(1600)
+    assert audible_events("FootSteps", steps, sr, 1.0, 4.1) == [("FootSteps", 1.0, 4.1)]
+
+
+def test_scene_records_carry_the_split_labels_and_leave_contiguous_events_whole():
+    import numpy as np
+
+    from export.data import _record
+    from stream_s5.synth.scenes import generate_scene
+
+    for seed in range(40):
+        scene = generate_scene(SceneConfig(sr=16000, duration=10.0, p_no_target=0.0), seed)
+        record = _record(scene)
+        for event in scene.events:
+            pieces = [(on, off) for label, on, off in record.events if label == event.label]
+            assert pieces and all(event.onset - 1e-9 <= on < off <= event.offset + 1e-9 for on, off in pieces)
+            # what is left out between pieces is a pause longer than a second, and each piece sounds
+            for (_, off), (on, _) in zip(pieces, pieces[1:]):
+                assert on - off > 1.0
+            for on, off in pieces:
+                part = scene.sources[event.label][int(on * 16000) : int(off * 16000)]
+                assert np.abs(part).max() > 0
