@@ -16,8 +16,8 @@ import torch
 from scipy import signal
 
 from stream_s5.labels import CLASS_INDEX, CLASSES
-from stream_s5.synth.dsp import loguniform, peaking_eq, random_curve, shelf_eq, soft_clip, sos_filter
-from stream_s5.synth.scenes import SceneConfig, generate_scene
+from stream_s5.synth.dsp import frame_energy_db, loguniform, peaking_eq, random_curve, shelf_eq, soft_clip, sos_filter
+from stream_s5.synth.scenes import EVENT_FRAME_S, SceneConfig, generate_scene
 from stream_s5.synth.soundbank import MixedSoundbank, Soundbank
 
 
@@ -43,23 +43,18 @@ def audible_events(label: str, reference: np.ndarray, sample_rate: int, onset: f
                    below_peak_db: float = AUDIBLE_BELOW_PEAK_DB, min_gap_s: float = AUDIBLE_GAP_S) -> list:
     """The scene event (label, onset, offset) split at the pauses of its reference longer than
     `min_gap_s`: [(label, onset_s, offset_s)], within [onset, offset]."""
-    frame = max(1, int(round(0.01 * sample_rate)))
+    frame = max(1, int(round(EVENT_FRAME_S * sample_rate)))
     start, stop = int(onset * sample_rate), int(np.ceil(offset * sample_rate))
-    x = np.asarray(reference[start:stop], dtype=np.float64)
-    n_frames = len(x) // frame
-    if n_frames == 0 or not np.any(x):
+    x = reference[start:stop]
+    if not np.any(x):
         return [(label, onset, offset)]
-    energy = 10 * np.log10(np.mean(x[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1) + 1e-20)
+    energy = frame_energy_db(x, frame)
     audible = np.flatnonzero(energy > energy.max() - below_peak_db)
-    max_gap = int(round(min_gap_s / 0.01))
-    splits = np.flatnonzero(np.diff(audible) > max_gap)
+    splits = np.flatnonzero(np.diff(audible) > round(min_gap_s / EVENT_FRAME_S))
     firsts = np.concatenate([[audible[0]], audible[splits + 1]])
     lasts = np.concatenate([audible[splits], [audible[-1]]])
-    events = [(label, float(onset + a * frame / sample_rate), float(onset + (b + 1) * frame / sample_rate)) for a, b in zip(firsts, lasts)]
-    # the last segment keeps the event's own end (the frames do not reach a partial last frame)
-    if lasts[-1] == n_frames - 1:
-        events[-1] = (label, events[-1][1], offset)
-    return events
+    return [(label, float(onset + a * frame / sample_rate), float(min(offset, onset + (b + 1) * frame / sample_rate)))
+            for a, b in zip(firsts, lasts)]
 
 
 def _record(scene) -> SceneRecord:
