@@ -119,7 +119,12 @@ def apply_sed_result(result: SedResult, frame_index: int, activity: ActivityTime
         frames = np.arange(first, frame_index + 1)
         class_index = tracker.classes.index(change.label)
         audio = bank.assign(slot, class_index, first, frame_index, activity.get(frames, class_index))
-        backfills.append(Backfill(change.label, (first + 1) * bank.hop - bank.n_fft, audio))
+        # The slot separates from its start sample: the first synthesis frame reaches up to n_fft - hop
+        # samples before it and is cut, so that a retraction's silence (which starts there) covers all
+        # the slot produced.
+        start = (first + 1) * bank.hop - bank.n_fft
+        cut = min(max(0, change.start_sample - start), audio.size)
+        backfills.append(Backfill(change.label, start + cut, audio[cut:]))
 
 
 def close_stream(tracker: ClassTracker, total: int, out: EngineOutput) -> None:

@@ -3,6 +3,7 @@ import pytest
 
 from stream_s5 import Engine, EngineOptions
 from stream_s5.evaluate import run_stream
+from stream_s5.sinks import MemorySink
 from tests.conftest import HOP, N_FFT, RATE, flatten, tone_bursts
 
 
@@ -169,3 +170,28 @@ def test_streaming_equals_offline_processing_with_the_same_graphs():
         scale = np.abs(offline[i]).max()
         assert scale > 0
         np.testing.assert_allclose(streamed[label], offline[i], atol=1e-5 * max(1.0, scale))  # float rounding
+
+
+@pytest.mark.parametrize("bursts", [((1.0, 1.3),), ((5.75, 6.0),)], ids=["mid-stream", "at-the-end"])
+def test_a_retracted_onset_leaves_no_audio_in_its_class_stream(toy_bundle, bursts):
+    """A burst shorter than min_event_s is published as an onset, then retracted: the class's stream must
+    be silent everywhere, including the first synthesis frame before the slot's pre-roll (a 12 ms blip
+    there made evaluation count the class as predicted)."""
+    from stream_s5.metrics import predicted_classes
+    from stream_s5.tracker import TrackerOptions
+
+    x = tone_bursts(bursts=bursts)
+    eng = Engine(str(toy_bundle), classes="auto", device="cpu",
+                 options=EngineOptions(calibrate=False, tracker=TrackerOptions(min_event_s=1.0)))
+    sink, onsets = MemorySink(), []
+    for i in range(0, x.size, 1600):
+        out = eng.feed(x[i : i + 1600, None])
+        onsets += [e for e in out.events if e.offset is None]
+        sink.write(out)
+    out = eng.flush()
+    onsets += [e for e in out.events if e.offset is None]
+    sink.write(out)
+    assert [e.label for e in onsets] == ["AlarmClock"]  # the onset was published …
+    assert sink.events == []  # … and retracted
+    audio = sink.result(x.size)
+    assert predicted_classes(audio) == frozenset(), {k: int(np.count_nonzero(v)) for k, v in audio.items()}
