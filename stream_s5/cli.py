@@ -4,6 +4,7 @@
     stream-s5 --input scene.wav --classes auto --output out/
     stream-s5 --input demo --output out/                    # a seeded synthetic scene
     stream-s5 eval --scenes 200 --seed 1000 --json eval.json
+    stream-s5 compare a.json b.json                         # is b better than a on the same scenes, beyond noise?
     stream-s5 serve                                         # server + live page on http://127.0.0.1:8765/
     stream-s5 --input scene.wav --server ws://127.0.0.1:8765/ws --output out/   # through a server
 """
@@ -78,6 +79,7 @@ def _refine_arg(text: str):
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-s5", description="Real-time sound event detection and per-class separation.",
                                 epilog="Subcommands: 'stream-s5 eval --help' scores the bundle on held-out scenes; "
+                                       "'stream-s5 compare --help' compares two evaluations of the same scenes; "
                                        "'stream-s5 serve --help' runs the streaming server and its live page.")
     p.add_argument("--input", default="mic", help="mic | demo | PATH to an audio file (default: mic)")
     p.add_argument("--classes", default="auto", help="auto, or a comma-separated list such as Speech,Doorbell")
@@ -407,6 +409,51 @@ def _run(args, stop: _Stop) -> int:
     return 1 if fault else 130 if stop.requested else 0
 
 
+def run_compare(argv) -> int:
+    p = argparse.ArgumentParser(prog="stream-s5 compare",
+                                description="Paired bootstrap over scenes of two 'stream-s5 eval --json' files of the same "
+                                            "scenes: each metric's difference (second − first) with its confidence interval.")
+    p.add_argument("first", help="eval JSON of the reference bundle")
+    p.add_argument("second", help="eval JSON of the candidate, same scenes")
+    p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the comparison here")
+    args = p.parse_args(argv)
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from stream_s5.evaluate import compare
+
+    runs = []
+    for path in (args.first, args.second):
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            print(f"stream-s5 compare: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        result = compare(runs[0], runs[1], resamples=args.resamples, seed=args.seed)
+    except ValueError as exc:
+        print(f"stream-s5 compare: {exc}", file=sys.stderr)
+        return 2
+    table = Table(title=f"{args.second} − {args.first} ({result['scenes']} paired scenes, "
+                        f"{result['resamples']} resamples, {result['level']:.0%} interval)")
+    for column in ("metric", "first", "second", "difference", "interval", "P(second better)"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, row in result["metrics"].items():
+        def fmt(x):
+            return "—" if x is None else f"{x:+.3f}" if x is row["difference"] else f"{x:.3f}"
+        interval = "—" if row["ci_low"] is None else f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+        better = "—" if row["p_b_better"] is None else f"{row['p_b_better']:.2f}"
+        table.add_row(key, fmt(row["a"]), fmt(row["b"]), fmt(row["difference"]), interval, better)
+    Console().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"first": args.first, "second": args.second, **result}, indent=2) + "\n")
+    return 0
+
+
 def run_eval(argv) -> int:
     args = _eval_parser().parse_args(argv)
     from rich.progress import Progress
@@ -525,6 +572,8 @@ def main(argv=None) -> int:
     try:
         if argv[:1] == ["eval"]:
             return run_eval(argv[1:])
+        if argv[:1] == ["compare"]:
+            return run_compare(argv[1:])
         if argv[:1] == ["serve"]:
             return run_serve(argv[1:])
         args = _run_parser().parse_args(argv)

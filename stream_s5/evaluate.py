@@ -10,6 +10,9 @@ training, which renders its soundbank from seed 0 and draws scenes from another 
 mixture is fed to the engine in chunks exactly as a file would be; the per-class outputs (with
 backfill) and the events are scored with `stream_s5.metrics` (DCASE definitions).
 
+`compare(a, b)` (`stream-s5 compare A.json B.json`) says whether a difference between two such runs on
+the same scenes is more than the scenes' noise: a paired bootstrap over scenes.
+
 Modes: "stream" (the product), "oracle" (the true class set given as a fixed class list: separator
 quality without detection errors), "offline" (`stream_s5.offline`: whole clip known in advance).
 """
@@ -28,7 +31,7 @@ from stream_s5.metrics import MetricAccumulator
 from stream_s5.offline import separate_offline
 from stream_s5.sinks import MemorySink
 
-__all__ = ["EvalOptions", "evaluate", "run_stream"]
+__all__ = ["EvalOptions", "evaluate", "run_stream", "compare"]
 
 
 @dataclass
@@ -111,3 +114,65 @@ def evaluate(bundle: Bundle | str | None = None, options: EvalOptions | None = N
                            "class_slots": int(bundle.separator["class_slots"]), "soundbank_material": soundbank.describe()}
     summary["rtf"] = compute_s / max(audio_s, 1e-9)
     return summary
+
+
+def _paired_scenes(a: dict, b: dict) -> tuple[list[dict], list[dict]]:
+    """The two runs' per-scene records, checked to be the same scenes (ids and true class sets)."""
+    for name, run in (("first", a), ("second", b)):
+        if not isinstance(run.get("per_scene"), list) or not run["per_scene"]:
+            raise ValueError(f"the {name} evaluation has no per-scene records (written by stream-s5 eval since "
+                             "the twenty-third session): evaluate it again")
+    ra, rb = a["per_scene"], b["per_scene"]
+    ids_a, ids_b = [r["scene"] for r in ra], [r["scene"] for r in rb]
+    if ids_a != ids_b or any(x["true"] != y["true"] for x, y in zip(ra, rb)):
+        raise ValueError("the two evaluations are not of the same scenes (use the same --seed, --scenes, "
+                         "--soundbank/--split and --duration)")
+    return ra, rb
+
+
+def _scene_metrics(records: list[dict], idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric, by its definition over scenes, for every resample (rows of `idx`)."""
+    ca = np.array([np.nan if r["ca_sdri_db"] is None else r["ca_sdri_db"] for r in records])
+    has_ca = ~np.isnan(ca)
+    exact = np.array([r["true"] == r["predicted"] for r in records], float)
+    false = np.array([len(set(r["predicted"]) - set(r["true"])) for r in records], float)
+    no_target = np.array([not r["true"] for r in records])
+    events = np.array([r["estimated_events"] for r in records], float) * no_target
+    minutes = np.array([r["duration_s"] for r in records], float) * no_target / 60.0
+    ca_sum = np.where(has_ca, np.nan_to_num(ca), 0.0)[idx].sum(1)
+    ca_n = has_ca[idx].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "ca_sdri_db": np.where(ca_n > 0, ca_sum / np.maximum(ca_n, 1), np.nan),
+            "label_accuracy": exact[idx].mean(1),
+            "false_classes_per_scene": false[idx].mean(1),
+            "false_alarms_per_minute": np.where(minutes[idx].sum(1) > 0, events[idx].sum(1) / minutes[idx].sum(1), np.nan),
+        }
+
+
+def compare(a: dict, b: dict, resamples: int = 10000, seed: int = 0, level: float = 0.95) -> dict:
+    """Paired bootstrap of two `evaluate` summaries of the same scenes: for each metric the value of
+    each run, the difference b − a and its `level` confidence interval from `resamples` resamplings of
+    the scenes (the same scenes for both runs in every resample, so scene difficulty cancels), and the
+    share of resamples in which b is better (higher, or lower for the false-alarm metrics)."""
+    ra, rb = _paired_scenes(a, b)
+    if resamples < 100:
+        raise ValueError(f"resamples must be at least 100, not {resamples}")
+    n = len(ra)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    full = np.arange(n)[None]
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = {"scenes": n, "resamples": resamples, "level": level, "metrics": {}}
+    for key in ("ca_sdri_db", "label_accuracy", "false_classes_per_scene", "false_alarms_per_minute"):
+        value_a, value_b = _scene_metrics(ra, full)[key][0], _scene_metrics(rb, full)[key][0]
+        diff = _scene_metrics(rb, idx)[key] - _scene_metrics(ra, idx)[key]
+        diff = diff[~np.isnan(diff)]
+        lower_is_better = key.startswith("false")
+        row = {"a": None if np.isnan(value_a) else float(value_a), "b": None if np.isnan(value_b) else float(value_b),
+               "difference": None, "ci_low": None, "ci_high": None, "p_b_better": None}
+        if diff.size and not (np.isnan(value_a) or np.isnan(value_b)):
+            better = (diff < 0) if lower_is_better else (diff > 0)
+            row.update(difference=float(value_b - value_a), ci_low=float(np.percentile(diff, lo)),
+                       ci_high=float(np.percentile(diff, hi)), p_b_better=float(better.mean()))
+        out["metrics"][key] = row
+    return out

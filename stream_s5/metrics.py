@@ -713,6 +713,11 @@ class MetricAccumulator:
             "missed_classes": sum(len(r.true_classes - r.predicted_classes) for r in recs),
             "false_classes": sum(len(r.predicted_classes - r.true_classes) for r in recs),
             "per_class": self.per_class(),
+            "per_scene": [
+                {"scene": str(r.scene_id), "true": sorted(r.true_classes), "predicted": sorted(r.predicted_classes),
+                 "ca_sdri_db": r.ca_sdri, "estimated_events": len(r.est_events), "duration_s": r.duration}
+                for r in recs
+            ],
         }
 
     def per_class(self) -> dict[str, dict[str, Any]]:

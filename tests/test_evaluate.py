@@ -54,3 +54,70 @@ def test_eval_on_a_folder_soundbank_reports_per_class_detection(tmp_path, capsys
     assert summary["settings"]["soundbank_material"]["kind"] == "folder"
     assert main(["eval", "--soundbank", str(tmp_path), "--split", "nope"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def _summary(records):
+    """An eval summary of hand-made scenes through the real accumulator: (true, predicted, sdri per class)."""
+    import numpy as np
+
+    from stream_s5.metrics import MetricAccumulator
+
+    acc = MetricAccumulator()
+    rng = np.random.default_rng(0)
+    for i, (true, predicted, gain) in enumerate(records):
+        refs = {c: rng.standard_normal(1600).astype(np.float32) for c in true}
+        mix = sum(refs.values(), np.zeros(1600, np.float32)) + 0.5 * rng.standard_normal(1600).astype(np.float32)
+        # an estimate closer to its reference for a larger gain; a false class gets some of the mixture
+        est = {c: (refs[c] + (mix - refs[c]) / gain) if c in refs else 0.1 * mix for c in predicted}
+        events = [(c, 0.0, 0.1) for c in predicted]
+        acc.add(f"scene{i:04d}", refs, est, mix, [(c, 0.0, 0.1) for c in true], events, 0.1)
+    return acc.summary()
+
+
+SCENES = [({"Speech"}, {"Speech"}), ({"Speech", "Cough"}, {"Speech"}), (set(), {"Buzzer"}), (set(), set()),
+          ({"Typing"}, {"Typing", "Pour"}), ({"Cough"}, {"Cough"})] * 5
+
+
+def test_eval_summary_keeps_a_record_per_scene():
+    summary = _summary([(t, p, 4.0) for t, p in SCENES])
+    rows = summary["per_scene"]
+    assert len(rows) == summary["scenes"] == len(SCENES)
+    assert [set(r["true"]) for r in rows] == [t for t, _ in SCENES]
+    assert [set(r["predicted"]) for r in rows] == [p for _, p in SCENES]
+
+
+def test_compare_reproduces_the_summaries_and_finds_a_real_difference():
+    from stream_s5.evaluate import compare
+
+    base = _summary([(t, p, 2.0) for t, p in SCENES])
+    same = compare(base, base, resamples=500)
+    for key, row in same["metrics"].items():
+        assert row["difference"] == 0.0 and row["ci_low"] == row["ci_high"] == 0.0, key
+    assert same["metrics"]["ca_sdri_db"]["a"] == pytest.approx(base["ca_sdri_db"])
+    assert same["metrics"]["label_accuracy"]["a"] == pytest.approx(base["label_accuracy"])
+    assert same["metrics"]["false_alarms_per_minute"]["a"] == pytest.approx(base["false_alarms_per_minute"])
+    # the candidate separates better everywhere and drops the false Buzzer: every interval excludes 0
+    better = _summary([(t, p - {"Buzzer"}, 8.0) for t, p in SCENES])
+    result = compare(base, better, resamples=2000)["metrics"]
+    assert result["ca_sdri_db"]["ci_low"] > 0 and result["ca_sdri_db"]["p_b_better"] == 1.0
+    assert result["label_accuracy"]["ci_low"] > 0
+    assert result["false_alarms_per_minute"]["ci_high"] < 0  # a resample without a Buzzer scene ties
+    assert result["false_alarms_per_minute"]["p_b_better"] > 0.99
+
+
+def test_compare_refuses_other_scenes_and_old_files(tmp_path, capsys):
+    from stream_s5.evaluate import compare
+
+    base = _summary([(t, p, 2.0) for t, p in SCENES])
+    other = _summary([(t, p, 2.0) for t, p in reversed(SCENES)])
+    with pytest.raises(ValueError, match="same scenes"):
+        compare(base, other)
+    with pytest.raises(ValueError, match="per-scene"):
+        compare({k: v for k, v in base.items() if k != "per_scene"}, base)
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(base))
+    b.write_text(json.dumps(other))
+    assert main(["compare", str(a), str(b)]) == 2 and "same scenes" in capsys.readouterr().err
+    assert main(["compare", str(a), str(tmp_path / "missing.json")]) == 2 and "cannot read" in capsys.readouterr().err
+    assert main(["compare", str(a), str(a), "--resamples", "200", "--json", str(c)]) == 0
+    assert json.loads(c.read_text())["metrics"]["label_accuracy"]["difference"] == 0.0
