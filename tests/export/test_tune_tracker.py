@@ -100,3 +100,44 @@ def test_tuning_with_a_recall_floor_reports_it_and_charges_a_point_per_class_bel
     mean = (printed["label_accuracy"] + printed["segment_f1"]) / 2
     assert below and printed["score"] <= mean - len(below) + 1e-9  # the point per class is charged (delay may cost more)
     assert printed["score"] >= printed["defaults"]["score"]
+
+
+def test_the_tuners_replay_gives_the_class_sets_the_engine_outputs(tmp_path):
+    """The tuner scores trackers by replaying them on the SED's outputs; its class sets must be the ones the
+    engine's streams give (a class is predicted when its stream is not all zero), retractions included —
+    a retracted onset once left a 12 ms blip that made the engine's set larger than the replay's."""
+    from dataclasses import replace
+
+    from export.tune_tracker import replay, sed_results
+    from stream_s5.bundle import default_bundle_path, update_manifest
+    from stream_s5.evaluate import run_stream
+    from stream_s5.metrics import predicted_classes
+    from stream_s5.sessions import SedModel
+    from stream_s5.synth.scenes import SceneConfig, generate_scene
+    from stream_s5.synth.soundbank import Soundbank
+    from stream_s5.tracker import TrackerOptions
+
+    model = tmp_path / "model"
+    shutil.copytree(default_bundle_path(), model)
+    update_manifest(model, lambda m: m["tracker"].update(min_event_s=1.0))  # many onsets get retracted
+    bundle = load_bundle(model)
+    engine = Engine(bundle, classes="auto", refine=2, device="cpu", options=EngineOptions(calibrate=False))
+    sed = SedModel(bundle, ["CPUExecutionProvider"])
+    options = TrackerOptions.from_bundle(bundle.manifest)
+    slots = int(bundle.separator["class_slots"])
+    cfg = replace(SceneConfig(sr=bundle.sample_rate, duration=4.0), p_no_target=0.0)
+    bank = Soundbank.procedural(bundle.sample_rate, 3)
+    retracted = 0
+    for seed in range(6):
+        scene = generate_scene(cfg, 100 + seed, bank)
+        engine.reset(classes="auto")
+        streams = run_stream(engine, scene.mixture, 1600).result(scene.mixture.shape[1])
+        retracted += engine.tracker.retracted
+        engine_set = set(predicted_classes(streams))
+        replay_set = {e[0] for e in replay(bundle, sed_results(bundle, sed, scene.mixture), options,
+                                            scene.mixture.shape[1])}
+        if len(replay_set) > slots:  # more classes than slots: an event may have no stream
+            assert engine_set < replay_set
+        else:
+            assert engine_set == replay_set, seed
+    assert retracted > 0  # the test saw what it is about
