@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import pytest
+
 from export.tune_tracker import GRID, main as tune_main
 from stream_s5 import Engine, EngineOptions
 from stream_s5.bundle import load_bundle
@@ -141,3 +143,45 @@ def test_the_tuners_replay_gives_the_class_sets_the_engine_outputs(tmp_path):
         else:
             assert engine_set == replay_set, seed
     assert retracted > 0  # the test saw what it is about
+
+
+def test_worst_balance_scores_each_set_alone_and_keeps_the_lower(toy_bundle, tmp_path, capsys):
+    """--balance worst: the chosen settings' score is the lower of the two sets' own objectives, recomputed
+    here from the same scenes without the tuner's code path."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from export.tune_tracker import objective, replay, sed_results
+    from stream_s5.metrics import label_accuracy, onset_delay_stats, segment_based_f1
+    from stream_s5.sessions import SedModel
+    from stream_s5.synth.scenes import SceneConfig, generate_scene
+    from stream_s5.synth.soundbank import Soundbank, write_soundbank
+    from stream_s5.tracker import TrackerOptions
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(toy_bundle, bundle_dir)
+    write_soundbank(tmp_path / "valid", sr=16000, n_per_class=1, n_interference=1, n_noise=1, seed=3,
+                    classes=("AlarmClock",), duration_range=(1.0, 2.0), noise_duration=3.0)
+    tune_main(["--model", str(bundle_dir), "--scenes", "2", "--seed", "5", "--soundbank", str(tmp_path / "valid"),
+               "--real-scenes", "2", "--balance", "worst"])
+    printed = json.loads(capsys.readouterr().out)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.manifest["provenance"]["tracker_tuning"]["validation"]["balance"] == "worst"
+    options = TrackerOptions.from_bundle(bundle.manifest)
+    sed = SedModel(bundle, ["CPUExecutionProvider"])
+    cfg = SceneConfig(sr=16000, duration=10.0)
+    per_set = []
+    for bank, scene_cfg, count, stream in [(Soundbank.procedural(16000, 5), cfg, 2, 9),
+                                           (Soundbank.from_folder(tmp_path / "valid", 16000), replace(cfg, p_no_target=0.2), 2, 10)]:
+        truths, found, refs, ests = [], [], [], []
+        for i in range(count):
+            scene = generate_scene(scene_cfg, int(np.random.SeedSequence([5, stream, i]).generate_state(1)[0]), bank)
+            est = replay(bundle, sed_results(bundle, sed, scene.mixture), options, scene.mixture.shape[1])
+            truths.append(set(scene.sources))
+            found.append({e[0] for e in est})
+            refs.append([(e.label, e.onset, e.offset) for e in scene.events])
+            ests.append(est)
+        seg = segment_based_f1(refs, ests, [10.0] * count, list(bundle.classes)).f1
+        per_set.append(objective(label_accuracy(truths, found), seg, onset_delay_stats(refs, ests).median_s, 0.2, 0.15))
+    assert printed["score"] == pytest.approx(min(per_set))
