@@ -116,10 +116,10 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
     sets = [(Soundbank.procedural(bundle.sample_rate, seed), cfg, scenes, 9)]
     if soundbank and real_scenes > 0:
         sets.append((Soundbank.from_folder(soundbank, bundle.sample_rate), replace(cfg, p_no_target=0.2), real_scenes, 10))
-    data, set_of = [], []
-    for set_index, (bank, scene_cfg, count, stream) in enumerate(sets):
+    data, groups = [], []
+    for bank, scene_cfg, count, stream in sets:
+        groups.append(range(len(data), len(data) + count))
         for i in range(count):
-            set_of.append(set_index)
             scene = generate_scene(scene_cfg, int(np.random.SeedSequence([seed, stream, i]).generate_state(1)[0]), bank)
             data.append((sed_results(bundle, sed, scene.mixture), [(e.label, e.onset, e.offset) for e in scene.events],
                          scene.mixture.shape[1], set(scene.sources)))
@@ -127,23 +127,22 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
     references = [ref for _, ref, _, _ in data]
     durations = [n / bundle.sample_rate for _, _, n, _ in data]
 
-    def set_objective(idx, est, found) -> float:
-        seg = segment_based_f1([references[i] for i in idx], [est[i] for i in idx], [durations[i] for i in idx],
-                               list(bundle.classes)).f1
-        return objective(label_accuracy([truths[i] for i in idx], [found[i] for i in idx]), seg,
-                         onset_delay_stats([references[i] for i in idx], [est[i] for i in idx]).median_s,
-                         delay_weight, delay_target)
+    def measures(idx, est, found) -> tuple[float, float, float | None]:
+        """(label accuracy, segment F1, median onset delay) over the scenes `idx`."""
+        refs = [references[i] for i in idx]
+        ests = [est[i] for i in idx]
+        return (label_accuracy([truths[i] for i in idx], [found[i] for i in idx]),
+                segment_based_f1(refs, ests, [durations[i] for i in idx], list(bundle.classes)).f1,
+                onset_delay_stats(refs, ests).median_s)
 
     def score(opts: TrackerOptions) -> tuple[float, float, float, float, list[str], TrackerOptions]:
         est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
         found = [{e[0] for e in ev} for ev in est]
-        acc = label_accuracy(truths, found)
-        seg = segment_based_f1(references, est, durations, list(bundle.classes)).f1
-        delay = onset_delay_stats(references, est).median_s
+        acc, seg, delay = measures(range(len(data)), est, found)
         below = classes_below_recall_floor(truths, found, recall_floor, FLOOR_MIN_SCENES) if recall_floor > 0 else []
-        if balance == "worst" and len(sets) > 1:
+        if balance == "worst" and len(groups) > 1:
             # each set scored alone, the worse one counts: a gain on the procedural scenes cannot pay for a loss on the real ones
-            value = min(set_objective([i for i, k in enumerate(set_of) if k == j], est, found) for j in range(len(sets)))
+            value = min(objective(*measures(g, est, found), delay_weight, delay_target) for g in groups)
         else:
             value = objective(acc, seg, delay, delay_weight, delay_target)
         return value - len(below), acc, seg, delay, below, opts

@@ -163,9 +163,11 @@ def compare(a: dict, b: dict, resamples: int = 10000, seed: int = 0, level: floa
     full = np.arange(n)[None]
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     out = {"scenes": n, "resamples": resamples, "level": level, "metrics": {}}
-    for key in ("ca_sdri_db", "label_accuracy", "false_classes_per_scene", "false_alarms_per_minute"):
-        value_a, value_b = _scene_metrics(ra, full)[key][0], _scene_metrics(rb, full)[key][0]
-        diff = _scene_metrics(rb, idx)[key] - _scene_metrics(ra, idx)[key]
+    whole_a, whole_b = _scene_metrics(ra, full), _scene_metrics(rb, full)
+    resampled_a, resampled_b = _scene_metrics(ra, idx), _scene_metrics(rb, idx)
+    for key in whole_a:
+        value_a, value_b = whole_a[key][0], whole_b[key][0]
+        diff = resampled_b[key] - resampled_a[key]
         diff = diff[~np.isnan(diff)]
         lower_is_better = key.startswith("false")
         row = {"a": None if np.isnan(value_a) else float(value_a), "b": None if np.isnan(value_b) else float(value_b),
