@@ -20,6 +20,11 @@ FLOOR_MIN_SCENES validation scenes and found in fewer than R of them costs a who
 the lower score, instead of the pooled score over both, in which a gain on one set can pay for a loss on
 the other (docs/evaluation.md, "Retracted onsets left a 12 ms blip").
 
+``--objective ca`` replaces the mean of label accuracy and segment F1 by CA-SDRi's detection factor: the mean
+over scenes of |C ∩ Ĉ| / |C ∪ Ĉ| (scenes with C = Ĉ = ∅ left out, as CA-SDRi leaves them out). With equal SDRi
+per found class this is CA-SDRi divided by that SDRi, so a missed class costs what it costs in CA-SDRi —
+label accuracy charges a scene with one miss as much as a scene with nothing found.
+
 ``--per-class`` then gives classes their own (on, off) pair (`class_thresholds`), one class at a time
 over CLASS_LEVELS from the tuned global pair, kept only where the score rises by more than
 CLASS_MIN_GAIN (a class's pair must earn its place, not follow noise in a few scenes).
@@ -68,6 +73,13 @@ def objective(accuracy: float, segment_f1: float, median_delay_s: float | None,
     return (accuracy + segment_f1) / 2 - delay_weight * max(0.0, delay - delay_target)
 
 
+def class_set_overlap(true_sets, predicted_sets) -> float:
+    """Mean over scenes of |C ∩ Ĉ| / |C ∪ Ĉ|, leaving out scenes with C = Ĉ = ∅ (CA-SDRi's detection
+    factor); 1.0 when every scene is left out (nothing to find, nothing found)."""
+    ratios = [len(set(t) & set(p)) / len(set(t) | set(p)) for t, p in zip(true_sets, predicted_sets) if set(t) | set(p)]
+    return float(np.mean(ratios)) if ratios else 1.0
+
+
 def classes_below_recall_floor(truths: list[set[str]], estimates: list[set[str]], floor: float,
                                min_scenes: int = FLOOR_MIN_SCENES) -> list[str]:
     """Classes present in ≥ min_scenes scenes whose scene recall (found / present) is below `floor`."""
@@ -102,7 +114,7 @@ def replay(bundle, results: list[SedResult], options: TrackerOptions, n: int):
 
 def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target: float = 0.15,
          soundbank: str | None = None, real_scenes: int = 0, per_class: bool = False,
-         recall_floor: float = 0.0, balance: str = "pooled") -> tuple[TrackerOptions, dict]:
+         recall_floor: float = 0.0, balance: str = "pooled", score_by: str = "accuracy") -> tuple[TrackerOptions, dict]:
     """Tune on `scenes` procedural scenes plus, with `soundbank` (a folder bank, e.g. the real bank's
     valid/ split), `real_scenes` scenes built from it (20 % without a target, for false alarms).
     `recall_floor` > 0: every class below it (`classes_below_recall_floor`) costs a point of score.
@@ -135,6 +147,14 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
                 segment_based_f1(refs, ests, [durations[i] for i in idx], list(bundle.classes)).f1,
                 onset_delay_stats(refs, ests).median_s)
 
+    def set_score(idx, est, found) -> float:
+        acc, seg, delay = measures(idx, est, found)
+        if score_by == "ca":
+            # the detection factor stands in for both halves of the accuracy objective's mean
+            overlap = class_set_overlap([truths[i] for i in idx], [found[i] for i in idx])
+            acc = seg = overlap
+        return objective(acc, seg, delay, delay_weight, delay_target)
+
     def score(opts: TrackerOptions) -> tuple[float, float, float, float, list[str], TrackerOptions]:
         est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
         found = [{e[0] for e in ev} for ev in est]
@@ -142,9 +162,9 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
         below = classes_below_recall_floor(truths, found, recall_floor, FLOOR_MIN_SCENES) if recall_floor > 0 else []
         if balance == "worst" and len(groups) > 1:
             # each set scored alone, the worse one counts: a gain on the procedural scenes cannot pay for a loss on the real ones
-            value = min(objective(*measures(g, est, found), delay_weight, delay_target) for g in groups)
+            value = min(set_score(g, est, found) for g in groups)
         else:
-            value = objective(acc, seg, delay, delay_weight, delay_target)
+            value = set_score(range(len(data)), est, found)
         return value - len(below), acc, seg, delay, below, opts
 
     def summary(s):
@@ -179,6 +199,7 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
     report = {"validation": {"scenes": scenes, "seed": seed, "soundbank": soundbank, "real_scenes": real_scenes if soundbank else 0,
                              "grid": GRID, "rounds": ROUNDS,
                              "delay_weight": delay_weight, "delay_target_s": delay_target, "balance": balance,
+                             "objective": score_by,
                              "recall_floor": {"floor": recall_floor, "min_scenes": FLOOR_MIN_SCENES} if recall_floor > 0 else None,
                              "per_class": {"levels": CLASS_LEVELS, "rounds": CLASS_ROUNDS, "min_gain": CLASS_MIN_GAIN}
                              if per_class else None},
@@ -200,9 +221,11 @@ def main(argv=None):
                    help="penalise settings that leave a class (present in ≥ 3 scenes) found in fewer than this share of its scenes")
     p.add_argument("--balance", choices=["pooled", "worst"], default="pooled",
                    help="with --soundbank: score all scenes together (pooled) or each set alone, keeping the worse (worst)")
+    p.add_argument("--objective", choices=["accuracy", "ca"], default="accuracy",
+                   help="accuracy: mean of label accuracy and segment F1; ca: CA-SDRi's detection factor |C∩Ĉ|/|C∪Ĉ|")
     args = p.parse_args(argv)
     options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target,
-                           args.soundbank, args.real_scenes, args.per_class, args.recall_floor, args.balance)
+                           args.soundbank, args.real_scenes, args.per_class, args.recall_floor, args.balance, args.objective)
 
     settings = options.to_manifest()
 

@@ -185,3 +185,57 @@ def test_worst_balance_scores_each_set_alone_and_keeps_the_lower(toy_bundle, tmp
         seg = segment_based_f1(refs, ests, [10.0] * count, list(bundle.classes)).f1
         per_set.append(objective(label_accuracy(truths, found), seg, onset_delay_stats(refs, ests).median_s, 0.2, 0.15))
     assert printed["score"] == pytest.approx(min(per_set))
+
+
+def test_class_set_overlap_is_ca_sdris_detection_factor():
+    from export.tune_tracker import class_set_overlap
+
+    # 1/2 (one of two found), 1/2 (one false beside the right one), left out (nothing either way), 0 (false only)
+    assert class_set_overlap([{"a", "b"}, {"a"}, set(), set()], [{"a"}, {"a", "c"}, set(), {"b"}]) == pytest.approx(1 / 3)
+    assert class_set_overlap([set()], [set()]) == 1.0
+    # label accuracy gives both first scenes 0; the overlap tells one miss of two from nothing found
+    assert class_set_overlap([{"a", "b"}], [{"a"}]) > class_set_overlap([{"a", "b"}], [set()]) == 0.0
+
+
+def test_ca_objective_scores_the_class_set_overlap(toy_bundle, tmp_path, capsys):
+    """--objective ca: the chosen settings' score is the overlap-based objective, recomputed here from the
+    same scenes without the tuner's code path. The toy SED finds only AlarmClock (any loud sound), so scenes
+    of AlarmClock + Cough have overlap 1/2 but label accuracy 0: the two objectives differ."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from export.tune_tracker import class_set_overlap, objective, replay, sed_results
+    from stream_s5.metrics import label_accuracy, onset_delay_stats
+    from stream_s5.sessions import SedModel
+    from stream_s5.synth.scenes import SceneConfig, generate_scene
+    from stream_s5.synth.soundbank import Soundbank, write_soundbank
+    from stream_s5.tracker import TrackerOptions
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(toy_bundle, bundle_dir)
+    write_soundbank(tmp_path / "valid", sr=16000, n_per_class=2, n_interference=1, n_noise=1, seed=3,
+                    classes=("AlarmClock", "Cough"), duration_range=(1.0, 2.0), noise_duration=3.0)
+    tune_main(["--model", str(bundle_dir), "--scenes", "1", "--seed", "5", "--soundbank", str(tmp_path / "valid"),
+               "--real-scenes", "4", "--objective", "ca"])
+    printed = json.loads(capsys.readouterr().out)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.manifest["provenance"]["tracker_tuning"]["validation"]["objective"] == "ca"
+    options = TrackerOptions.from_bundle(bundle.manifest)
+    sed = SedModel(bundle, ["CPUExecutionProvider"])
+    cfg = SceneConfig(sr=16000, duration=10.0)
+    truths, found, refs, ests = [], [], [], []
+    for bank, scene_cfg, count, stream in [(Soundbank.procedural(16000, 5), cfg, 1, 9),
+                                           (Soundbank.from_folder(tmp_path / "valid", 16000), replace(cfg, p_no_target=0.2), 4, 10)]:
+        for i in range(count):
+            scene = generate_scene(scene_cfg, int(np.random.SeedSequence([5, stream, i]).generate_state(1)[0]), bank)
+            est = replay(bundle, sed_results(bundle, sed, scene.mixture), options, scene.mixture.shape[1])
+            truths.append(set(scene.sources))
+            found.append({e[0] for e in est})
+            refs.append([(e.label, e.onset, e.offset) for e in scene.events])
+            ests.append(est)
+    overlap = class_set_overlap(truths, found)
+    assert overlap != label_accuracy(truths, found)  # the scenes tell the objectives apart
+    assert printed["score"] == pytest.approx(objective(overlap, overlap, onset_delay_stats(refs, ests).median_s, 0.2, 0.15))
+    with pytest.raises(SystemExit):
+        tune_main(["--model", str(bundle_dir), "--objective", "sdr"])
