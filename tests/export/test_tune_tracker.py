@@ -145,18 +145,64 @@ def test_the_tuners_replay_gives_the_class_sets_the_engine_outputs(tmp_path):
     assert retracted > 0  # the test saw what it is about
 
 
-def test_worst_balance_scores_each_set_alone_and_keeps_the_lower(toy_bundle, tmp_path, capsys):
-    """--balance worst: the chosen settings' score is the lower of the two sets' own objectives, recomputed
-    here from the same scenes without the tuner's code path."""
+def _recomputed_sets(bundle, options, bank_dir, procedural: int, real: int, seed: int = 5):
+    """Per set of validation scenes (procedural, then real from `bank_dir`), rebuilt the way the tuner
+    documents it, without its code path: (true class sets, found class sets, reference events, estimates)."""
     from dataclasses import replace
 
     import numpy as np
 
-    from export.tune_tracker import objective, replay, sed_results
-    from stream_s5.metrics import label_accuracy, onset_delay_stats, segment_based_f1
+    from export.tune_tracker import replay, sed_results
     from stream_s5.sessions import SedModel
     from stream_s5.synth.scenes import SceneConfig, generate_scene
-    from stream_s5.synth.soundbank import Soundbank, write_soundbank
+    from stream_s5.synth.soundbank import Soundbank
+
+    sed = SedModel(bundle, ["CPUExecutionProvider"])
+    cfg = SceneConfig(sr=16000, duration=10.0)
+    sets = []
+    for bank, scene_cfg, count, stream in [(Soundbank.procedural(16000, seed), cfg, procedural, 9),
+                                           (Soundbank.from_folder(bank_dir, 16000), replace(cfg, p_no_target=0.2), real, 10)]:
+        truths, found, refs, ests = [], [], [], []
+        for i in range(count):
+            scene = generate_scene(scene_cfg, int(np.random.SeedSequence([seed, stream, i]).generate_state(1)[0]), bank)
+            est = replay(bundle, sed_results(bundle, sed, scene.mixture), options, scene.mixture.shape[1])
+            truths.append(set(scene.sources))
+            found.append({e[0] for e in est})
+            refs.append([(e.label, e.onset, e.offset) for e in scene.events])
+            ests.append(est)
+        sets.append((truths, found, refs, ests))
+    return sets
+
+
+def _two_class_bank(folder):
+    """AlarmClock + Cough: the toy SED finds only AlarmClock (any loud sound), so these scenes' class-set
+    overlap (1/2) differs from their label accuracy (0)."""
+    from stream_s5.synth.soundbank import write_soundbank
+
+    write_soundbank(folder, sr=16000, n_per_class=2, n_interference=1, n_noise=1, seed=3,
+                    classes=("AlarmClock", "Cough"), duration_range=(1.0, 2.0), noise_duration=3.0)
+    return folder
+
+
+def _accuracy_objective(truths, found, refs, ests, classes):
+    from export.tune_tracker import objective
+    from stream_s5.metrics import label_accuracy, onset_delay_stats, segment_based_f1
+
+    seg = segment_based_f1(refs, ests, [10.0] * len(refs), list(classes)).f1
+    return objective(label_accuracy(truths, found), seg, onset_delay_stats(refs, ests).median_s, 0.2, 0.15)
+
+
+def _overlap_objective(truths, found, refs, ests):
+    from export.tune_tracker import class_set_overlap, objective
+    from stream_s5.metrics import onset_delay_stats
+
+    overlap = class_set_overlap(truths, found)
+    return objective(overlap, overlap, onset_delay_stats(refs, ests).median_s, 0.2, 0.15)
+
+
+def test_worst_balance_scores_each_set_alone_and_keeps_the_lower(toy_bundle, tmp_path, capsys):
+    """--balance worst: the chosen settings' score is the lower of the two sets' own objectives."""
+    from stream_s5.synth.soundbank import write_soundbank
     from stream_s5.tracker import TrackerOptions
 
     bundle_dir = tmp_path / "b"
@@ -168,23 +214,42 @@ def test_worst_balance_scores_each_set_alone_and_keeps_the_lower(toy_bundle, tmp
     printed = json.loads(capsys.readouterr().out)
     bundle = load_bundle(bundle_dir)
     assert bundle.manifest["provenance"]["tracker_tuning"]["validation"]["balance"] == "worst"
-    options = TrackerOptions.from_bundle(bundle.manifest)
-    sed = SedModel(bundle, ["CPUExecutionProvider"])
-    cfg = SceneConfig(sr=16000, duration=10.0)
-    per_set = []
-    for bank, scene_cfg, count, stream in [(Soundbank.procedural(16000, 5), cfg, 2, 9),
-                                           (Soundbank.from_folder(tmp_path / "valid", 16000), replace(cfg, p_no_target=0.2), 2, 10)]:
-        truths, found, refs, ests = [], [], [], []
-        for i in range(count):
-            scene = generate_scene(scene_cfg, int(np.random.SeedSequence([5, stream, i]).generate_state(1)[0]), bank)
-            est = replay(bundle, sed_results(bundle, sed, scene.mixture), options, scene.mixture.shape[1])
-            truths.append(set(scene.sources))
-            found.append({e[0] for e in est})
-            refs.append([(e.label, e.onset, e.offset) for e in scene.events])
-            ests.append(est)
-        seg = segment_based_f1(refs, ests, [10.0] * count, list(bundle.classes)).f1
-        per_set.append(objective(label_accuracy(truths, found), seg, onset_delay_stats(refs, ests).median_s, 0.2, 0.15))
-    assert printed["score"] == pytest.approx(min(per_set))
+    sets = _recomputed_sets(bundle, TrackerOptions.from_bundle(bundle.manifest), tmp_path / "valid", 2, 2)
+    assert printed["score"] == pytest.approx(min(_accuracy_objective(*one, bundle.classes) for one in sets))
+    with pytest.raises(SystemExit):  # a balance between sets needs the second set
+        tune_main(["--model", str(bundle_dir), "--balance", "worst"])
+
+
+def test_guard_balance_scores_the_real_set_while_the_procedural_set_keeps_its_score(toy_bundle, tmp_path, capsys):
+    """--balance guard: the line is the bundle's own settings' procedural score minus the margin; the chosen
+    settings stay above it and score the real set's objective (both recomputed here)."""
+    from stream_s5.tracker import TrackerOptions
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(toy_bundle, bundle_dir)
+    bank = _two_class_bank(tmp_path / "valid")
+    start = load_bundle(bundle_dir)
+    before = _recomputed_sets(start, TrackerOptions.from_bundle(start.manifest), bank, 2, 4)
+    tune_main(["--model", str(bundle_dir), "--scenes", "2", "--seed", "5", "--soundbank", str(bank),
+               "--real-scenes", "4", "--balance", "guard", "--objective", "ca", "--guard-margin", "0.05"])
+    printed = json.loads(capsys.readouterr().out)
+    bundle = load_bundle(bundle_dir)
+    guard = bundle.manifest["provenance"]["tracker_tuning"]["validation"]["guard"]
+    assert guard["procedural_floor"] == pytest.approx(_overlap_objective(*before[0]) - 0.05)
+    procedural, real = _recomputed_sets(bundle, TrackerOptions.from_bundle(bundle.manifest), bank, 2, 4)
+    assert _overlap_objective(*procedural) >= guard["procedural_floor"]
+    assert printed["score"] == pytest.approx(_overlap_objective(*real))
+    assert printed["score"] >= _overlap_objective(*before[1])  # never worse than where it started
+
+    # a line above anything reachable: every setting falls short and pays a point plus its shortfall
+    shutil.copytree(toy_bundle, tmp_path / "c")
+    tune_main(["--model", str(tmp_path / "c"), "--scenes", "2", "--seed", "5", "--soundbank", str(bank),
+               "--real-scenes", "4", "--balance", "guard", "--objective", "ca", "--guard-margin", "-2"])
+    printed = json.loads(capsys.readouterr().out)
+    bundle = load_bundle(tmp_path / "c")
+    floor = bundle.manifest["provenance"]["tracker_tuning"]["validation"]["guard"]["procedural_floor"]
+    procedural, real = _recomputed_sets(bundle, TrackerOptions.from_bundle(bundle.manifest), bank, 2, 4)
+    assert printed["score"] == pytest.approx(_overlap_objective(*real) - 1.0 - (floor - _overlap_objective(*procedural)))
 
 
 def test_class_set_overlap_is_ca_sdris_detection_factor():
@@ -198,44 +263,23 @@ def test_class_set_overlap_is_ca_sdris_detection_factor():
 
 
 def test_ca_objective_scores_the_class_set_overlap(toy_bundle, tmp_path, capsys):
-    """--objective ca: the chosen settings' score is the overlap-based objective, recomputed here from the
-    same scenes without the tuner's code path. The toy SED finds only AlarmClock (any loud sound), so scenes
-    of AlarmClock + Cough have overlap 1/2 but label accuracy 0: the two objectives differ."""
-    from dataclasses import replace
-
-    import numpy as np
-
-    from export.tune_tracker import class_set_overlap, objective, replay, sed_results
-    from stream_s5.metrics import label_accuracy, onset_delay_stats
-    from stream_s5.sessions import SedModel
-    from stream_s5.synth.scenes import SceneConfig, generate_scene
-    from stream_s5.synth.soundbank import Soundbank, write_soundbank
+    """--objective ca: the chosen settings' score is the overlap-based objective over all scenes."""
+    from export.tune_tracker import class_set_overlap
+    from stream_s5.metrics import label_accuracy
     from stream_s5.tracker import TrackerOptions
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(toy_bundle, bundle_dir)
-    write_soundbank(tmp_path / "valid", sr=16000, n_per_class=2, n_interference=1, n_noise=1, seed=3,
-                    classes=("AlarmClock", "Cough"), duration_range=(1.0, 2.0), noise_duration=3.0)
-    tune_main(["--model", str(bundle_dir), "--scenes", "1", "--seed", "5", "--soundbank", str(tmp_path / "valid"),
+    bank = _two_class_bank(tmp_path / "valid")
+    tune_main(["--model", str(bundle_dir), "--scenes", "1", "--seed", "5", "--soundbank", str(bank),
                "--real-scenes", "4", "--objective", "ca"])
     printed = json.loads(capsys.readouterr().out)
     bundle = load_bundle(bundle_dir)
     assert bundle.manifest["provenance"]["tracker_tuning"]["validation"]["objective"] == "ca"
-    options = TrackerOptions.from_bundle(bundle.manifest)
-    sed = SedModel(bundle, ["CPUExecutionProvider"])
-    cfg = SceneConfig(sr=16000, duration=10.0)
-    truths, found, refs, ests = [], [], [], []
-    for bank, scene_cfg, count, stream in [(Soundbank.procedural(16000, 5), cfg, 1, 9),
-                                           (Soundbank.from_folder(tmp_path / "valid", 16000), replace(cfg, p_no_target=0.2), 4, 10)]:
-        for i in range(count):
-            scene = generate_scene(scene_cfg, int(np.random.SeedSequence([5, stream, i]).generate_state(1)[0]), bank)
-            est = replay(bundle, sed_results(bundle, sed, scene.mixture), options, scene.mixture.shape[1])
-            truths.append(set(scene.sources))
-            found.append({e[0] for e in est})
-            refs.append([(e.label, e.onset, e.offset) for e in scene.events])
-            ests.append(est)
-    overlap = class_set_overlap(truths, found)
-    assert overlap != label_accuracy(truths, found)  # the scenes tell the objectives apart
-    assert printed["score"] == pytest.approx(objective(overlap, overlap, onset_delay_stats(refs, ests).median_s, 0.2, 0.15))
+    sets = _recomputed_sets(bundle, TrackerOptions.from_bundle(bundle.manifest), bank, 1, 4)
+    pooled = [sum((one[n] for one in sets), []) for n in range(4)]
+    assert class_set_overlap(pooled[0], pooled[1]) != label_accuracy(pooled[0], pooled[1])  # the scenes tell the objectives apart
+    assert printed["score"] == pytest.approx(_overlap_objective(*pooled))
     with pytest.raises(SystemExit):
         tune_main(["--model", str(bundle_dir), "--objective", "sdr"])
+
