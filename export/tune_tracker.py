@@ -244,8 +244,8 @@ def main(argv=None):
     p.add_argument("--objective", choices=["accuracy", "ca"], default="accuracy",
                    help="accuracy: mean of label accuracy and segment F1; ca: CA-SDRi's detection factor |C∩Ĉ|/|C∪Ĉ|")
     args = p.parse_args(argv)
-    if args.balance != "pooled" and not args.soundbank:
-        p.error(f"--balance {args.balance} needs --soundbank")
+    if args.balance != "pooled" and not (args.soundbank and args.real_scenes > 0):
+        p.error(f"--balance {args.balance} needs --soundbank and --real-scenes > 0")
     options, report = tune(args.model, args.scenes, args.seed, args.delay_weight, args.delay_target,
                            args.soundbank, args.real_scenes, args.per_class, args.recall_floor, args.balance, args.objective,
                            args.guard_margin)

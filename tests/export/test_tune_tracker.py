@@ -216,8 +216,9 @@ def test_worst_balance_scores_each_set_alone_and_keeps_the_lower(toy_bundle, tmp
     assert bundle.manifest["provenance"]["tracker_tuning"]["validation"]["balance"] == "worst"
     sets = _recomputed_sets(bundle, TrackerOptions.from_bundle(bundle.manifest), tmp_path / "valid", 2, 2)
     assert printed["score"] == pytest.approx(min(_accuracy_objective(*one, bundle.classes) for one in sets))
-    with pytest.raises(SystemExit):  # a balance between sets needs the second set
-        tune_main(["--model", str(bundle_dir), "--balance", "worst"])
+    for missing in (["--balance", "worst"], ["--balance", "guard", "--soundbank", str(tmp_path / "valid"), "--real-scenes", "0"]):
+        with pytest.raises(SystemExit):  # a balance between sets needs the second set
+            tune_main(["--model", str(bundle_dir), *missing])
 
 
 def test_guard_balance_scores_the_real_set_while_the_procedural_set_keeps_its_score(toy_bundle, tmp_path, capsys):
