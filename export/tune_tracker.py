@@ -164,9 +164,17 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
             acc = seg = overlap
         return objective(acc, seg, delay, delay_weight, delay_target)
 
-    def score(opts: TrackerOptions) -> tuple[float, float, float, float, list[str], TrackerOptions]:
+    def outcomes(opts: TrackerOptions) -> tuple[list, list[set[str]]]:
+        """The tracker's kept events per scene, and the class set each scene's events give."""
         est = [replay(bundle, r, opts, n) for r, _, n, _ in data]
-        found = [{e[0] for e in ev} for ev in est]
+        return est, [{e[0] for e in ev} for ev in est]
+
+    start = TrackerOptions.from_bundle(bundle.manifest)
+    # --balance guard: the line the procedural scenes must keep, set by the bundle's own settings
+    guard_floor = set_score(groups[0], *outcomes(start)) - guard_margin if balance == "guard" else None
+
+    def score(opts: TrackerOptions) -> tuple[float, float, float, float, list[str], TrackerOptions]:
+        est, found = outcomes(opts)
         acc, seg, delay = measures(range(len(data)), est, found)
         below = classes_below_recall_floor(truths, found, recall_floor, FLOOR_MIN_SCENES) if recall_floor > 0 else []
         if balance == "worst":
@@ -174,9 +182,7 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
             value = min(set_score(g, est, found) for g in groups)
         elif balance == "guard":
             procedural, real = (set_score(g, est, found) for g in groups)
-            if guard["floor"] is None:  # the first call scores the bundle's own settings: they set the line
-                guard["floor"] = procedural - guard_margin
-            shortfall = guard["floor"] - procedural
+            shortfall = guard_floor - procedural
             value = real if shortfall <= 0 else real - 1.0 - shortfall
         else:
             value = set_score(range(len(data)), est, found)
@@ -186,10 +192,8 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
         return {"score": s[0], "label_accuracy": s[1], "segment_f1": s[2], "median_onset_delay_s": s[3],
                 "below_recall_floor": s[4]}
 
-    guard: dict = {"floor": None}
-    best = score(TrackerOptions.from_bundle(bundle.manifest))
     default = score(TrackerOptions())
-    best = max(best, default, key=lambda s: s[0])
+    best = max(score(start), default, key=lambda s: s[0])
     for _ in range(ROUNDS):
         for key, values in GRID.items():
             for value in values:
@@ -216,7 +220,7 @@ def tune(model, scenes: int, seed: int, delay_weight: float = 0.2, delay_target:
                              "grid": GRID, "rounds": ROUNDS,
                              "delay_weight": delay_weight, "delay_target_s": delay_target, "balance": balance,
                              "objective": score_by,
-                             "guard": {"margin": guard_margin, "procedural_floor": guard["floor"]} if balance == "guard" else None,
+                             "guard": {"margin": guard_margin, "procedural_floor": guard_floor} if balance == "guard" else None,
                              "recall_floor": {"floor": recall_floor, "min_scenes": FLOOR_MIN_SCENES} if recall_floor > 0 else None,
                              "per_class": {"levels": CLASS_LEVELS, "rounds": CLASS_ROUNDS, "min_gain": CLASS_MIN_GAIN}
                              if per_class else None},

@@ -31,13 +31,19 @@ def test_objective_trades_onset_delay_against_accuracy_only_above_the_target():
     assert objective(0.8, 0.6, None, 0.2, 0.15) < objective(0.8, 0.6, 0.9, 0.2, 0.15)
 
 
-def test_tuning_can_add_scenes_from_a_folder_bank(toy_bundle, tmp_path, capsys):
+def _folder_bank(folder, classes=("AlarmClock",), n_per_class=1):
+    """A small folder bank of procedural clips (1–2 s) with one interferer and one 3 s background."""
     from stream_s5.synth.soundbank import write_soundbank
 
+    write_soundbank(folder, sr=16000, n_per_class=n_per_class, n_interference=1, n_noise=1, seed=3,
+                    classes=tuple(classes), duration_range=(1.0, 2.0), noise_duration=3.0)
+    return folder
+
+
+def test_tuning_can_add_scenes_from_a_folder_bank(toy_bundle, tmp_path, capsys):
     bundle_dir = tmp_path / "b"
     shutil.copytree(toy_bundle, bundle_dir)
-    write_soundbank(tmp_path / "valid", sr=16000, n_per_class=1, n_interference=1, n_noise=1, seed=3,
-                    classes=("AlarmClock",), duration_range=(1.0, 2.0), noise_duration=3.0)
+    _folder_bank(tmp_path / "valid")
     tune_main(["--model", str(bundle_dir), "--scenes", "1", "--seed", "5", "--soundbank", str(tmp_path / "valid"),
                "--real-scenes", "2"])
     capsys.readouterr()
@@ -177,11 +183,7 @@ def _recomputed_sets(bundle, options, bank_dir, procedural: int, real: int, seed
 def _two_class_bank(folder):
     """AlarmClock + Cough: the toy SED finds only AlarmClock (any loud sound), so these scenes' class-set
     overlap (1/2) differs from their label accuracy (0)."""
-    from stream_s5.synth.soundbank import write_soundbank
-
-    write_soundbank(folder, sr=16000, n_per_class=2, n_interference=1, n_noise=1, seed=3,
-                    classes=("AlarmClock", "Cough"), duration_range=(1.0, 2.0), noise_duration=3.0)
-    return folder
+    return _folder_bank(folder, ("AlarmClock", "Cough"), n_per_class=2)
 
 
 def _accuracy_objective(truths, found, refs, ests, classes):
@@ -202,13 +204,11 @@ def _overlap_objective(truths, found, refs, ests):
 
 def test_worst_balance_scores_each_set_alone_and_keeps_the_lower(toy_bundle, tmp_path, capsys):
     """--balance worst: the chosen settings' score is the lower of the two sets' own objectives."""
-    from stream_s5.synth.soundbank import write_soundbank
     from stream_s5.tracker import TrackerOptions
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(toy_bundle, bundle_dir)
-    write_soundbank(tmp_path / "valid", sr=16000, n_per_class=1, n_interference=1, n_noise=1, seed=3,
-                    classes=("AlarmClock",), duration_range=(1.0, 2.0), noise_duration=3.0)
+    _folder_bank(tmp_path / "valid")
     tune_main(["--model", str(bundle_dir), "--scenes", "2", "--seed", "5", "--soundbank", str(tmp_path / "valid"),
                "--real-scenes", "2", "--balance", "worst"])
     printed = json.loads(capsys.readouterr().out)
