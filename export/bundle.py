@@ -35,6 +35,8 @@ FORBIDDEN_OPS = {"Loop", "Scan", "If"}
 SEP_INPUTS = ["mix", "prev", "class_onehot", "activity", "pass_index", "state_in"]
 SEP_OUTPUTS = ["est", "state_out"]
 GRAPH_FILES = ("sed.onnx", "sed_front.onnx", "sed_body.onnx", "separator.onnx")
+GUIDE_FILE = "sed_guide_body.onnx"  # optional: a second SED body whose frames guide the separator
+FRONT_END_FIELDS = ("sample_rate", "window", "n_fft", "win_length", "mel_hop", "n_mels", "fmax", "patch_frames", "n_classes")
 
 
 class VerificationError(RuntimeError):
@@ -101,9 +103,48 @@ def export_graphs(cfg: ModelConfig, sed: SedNet, sep: SeparatorNet, folder: Path
     torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def check_graphs(folder: Path) -> dict:
+def check_same_front_end(sed: SedNet, guide: SedNet) -> None:
+    """A guide body reads the detector's log-mel features (both SEDs must compute the same ones) and
+    gives frames at the same rate for the same classes."""
+    differ = [name for name in FRONT_END_FIELDS
+              if getattr(sed.cfg, name, None) != getattr(guide.cfg, name, None)]
+    if differ or not torch.equal(sed.mel, guide.mel) or not torch.equal(sed.stft_window, guide.stft_window):
+        raise VerificationError("the guide SED's front end differs from the detector's "
+                                f"({', '.join(differ) or 'mel filterbank or window'}): it cannot share its features")
+
+
+def export_guide_body(cfg: ModelConfig, guide: SedNet, folder: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SedBodyExport(guide.eval()), (torch.randn(2, cfg.sed.n_mels, cfg.sed.n_frames),),
+                          folder / GUIDE_FILE, input_names=["log_mel"],
+                          output_names=["clip_probs", "frame_probs", "class_embeddings"],
+                          dynamic_axes={"log_mel": {0: "B"}, "clip_probs": {0: "B"}, "frame_probs": {0: "B"},
+                                        "class_embeddings": {0: "B"}},
+                          opset_version=OPSET, dynamo=False)
+
+
+def verify_guide(cfg: ModelConfig, sed: SedNet, guide: SedNet, folder: Path, seed: int = 0, atol: float = 1e-4) -> float:
+    """The guide body on the detector's exported front end equals the guide SED in torch."""
+    rng = torch.Generator().manual_seed(seed)
+    front_session, guide_session = _session(folder / "sed_front.onnx"), _session(folder / GUIDE_FILE)
+    front = SedFrontEnd(sed)
+    worst = 0.0
+    with torch.no_grad():
+        for batch in (1, 3):
+            audio = torch.randn(batch, cfg.sed.window, generator=rng) * 0.1
+            ref = SedExport(guide)(audio)
+            log_mel = front_session.run(None, {"audio": torch.nn.functional.pad(audio, (front.context, 0)).numpy()})[0]
+            for r, g in zip(ref, guide_session.run(None, {"log_mel": log_mel})):
+                worst = max(worst, float(np.abs(r.numpy() - g).max()))
+    if worst > atol:
+        raise VerificationError(f"sed_guide: ONNX Runtime differs from torch by {worst:.2e} (> {atol:.0e})")
+    return float(f"{worst:.3e}")
+
+
+def check_graphs(folder: Path, names=GRAPH_FILES) -> dict:
     report = {}
-    for name in GRAPH_FILES:
+    for name in names:
         model = onnx.load(folder / name)
         onnx.checker.check_model(model, full_check=True)
         ops = sorted({node.op_type for node in model.graph.node})
@@ -183,8 +224,13 @@ def sha256(path: Path) -> str:
 
 
 def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, checks: dict, folder: Path,
-                    metrics: dict | None = None) -> dict:
+                    metrics: dict | None = None, guide: bool = False) -> dict:
     sc, sd = cfg.separator, cfg.sed
+    files = (*GRAPH_FILES, GUIDE_FILE) if guide else GRAPH_FILES
+    front_end = {"file": "sed_front.onnx", "body": "sed_body.onnx", "mel_hop": sd.mel_hop,
+                 "context": sd.n_fft - sd.mel_hop, "n_mels": sd.n_mels, "mel_frames": sd.n_frames}
+    if guide:
+        front_end["guide_body"] = GUIDE_FILE
     return {
         "format": BUNDLE_FORMAT,
         "sample_rate": sc.sample_rate,
@@ -214,13 +260,12 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
             "outputs": {"clip_probs": ["B", len(CLASSES)], "frame_probs": ["B", sd.n_patches, len(CLASSES)],
                         "class_embeddings": ["B", len(CLASSES), sd.dim]},
             # the same SED in two graphs: the runtime computes each stream's new log-mel frames only
-            "front_end": {"file": "sed_front.onnx", "body": "sed_body.onnx", "mel_hop": sd.mel_hop,
-                          "context": sd.n_fft - sd.mel_hop, "n_mels": sd.n_mels, "mel_frames": sd.n_frames},
+            "front_end": front_end,
         },
         # event tracker settings; export/tune_tracker.py replaces them by values tuned on validation scenes
         "tracker": TrackerOptions().to_manifest(),
         "budget_ms": round(1000.0 * sc.hop / sc.sample_rate, 3),
-        "files": {name: sha256(folder / name) for name in GRAPH_FILES},
+        "files": {name: sha256(folder / name) for name in files},
         "provenance": {
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "recipe": recipe, "model_config": cfg.to_dict(), "verification": checks, "metrics": metrics or {},
@@ -229,24 +274,39 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
 
 
 def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dict | None = None,
-                  sed_checkpoint=None) -> dict:
-    """sed_checkpoint: take the SED from another run (ablations that change only the separator)."""
+                  sed_checkpoint=None, guide_checkpoint=None) -> dict:
+    """sed_checkpoint: take the SED from another run (ablations that change only the separator).
+    guide_checkpoint: a second run's SED becomes the guide body — its frame probabilities condition
+    the separator, the first SED's decide the classes (sed.front_end.guide_body)."""
     cfg, sed, sep, recipe = load_checkpoint(checkpoint)
     if sed_checkpoint is not None:
         sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoint)
         cfg.sed = sed_cfg.sed
         recipe = {**recipe, "sed_from": {"checkpoint": str(sed_checkpoint), **sed_recipe}}
+    guide = None
+    if guide_checkpoint is not None:
+        _, guide, _, guide_recipe = load_checkpoint(guide_checkpoint)
+        check_same_front_end(sed, guide)
+        recipe = {**recipe, "guide_sed_from": {"checkpoint": str(guide_checkpoint), **guide_recipe}}
     if not 1 <= passes <= cfg.separator.max_passes:
         raise ValueError(f"passes must be in 1..{cfg.separator.max_passes}")
     out = Path(out)
+    files = (*GRAPH_FILES, GUIDE_FILE) if guide is not None else GRAPH_FILES
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         export_graphs(cfg, sed, sep, staging)
-        checks = {"graphs": check_graphs(staging), "max_abs_diff": verify_against_torch(cfg, sed, sep, staging)}
-        manifest = bundle_manifest(cfg, recipe, passes, slots, checks, staging, metrics)
+        if guide is not None:
+            export_guide_body(cfg, guide, staging)
+        checks = {"graphs": check_graphs(staging, files), "max_abs_diff": verify_against_torch(cfg, sed, sep, staging)}
+        if guide is not None:
+            checks["max_abs_diff"]["sed_guide"] = verify_guide(cfg, sed, guide, staging)
+        manifest = bundle_manifest(cfg, recipe, passes, slots, checks, staging, metrics, guide=guide is not None)
         (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
         out.mkdir(parents=True, exist_ok=True)
-        for name in (*GRAPH_FILES, "bundle.json"):
+        stale = out / GUIDE_FILE
+        if guide is None and stale.exists():
+            stale.unlink()  # an earlier guided export into this folder: not part of this bundle
+        for name in (*files, "bundle.json"):
             shutil.copyfile(staging / name, out / name)
     return manifest
 
@@ -258,8 +318,15 @@ def main(argv=None):
     p.add_argument("--passes", type=int, default=2, help="refinement passes the bundle runs per block")
     p.add_argument("--slots", type=int, default=3, help="separator class slots")
     p.add_argument("--sed-from", default=None, help="take the SED from this checkpoint instead")
+    p.add_argument("--guide-sed-from", default=None,
+                   help="add this checkpoint's SED as the guide body: its frame probabilities condition the "
+                        "separator, the first SED's decide the classes")
     args = p.parse_args(argv)
-    manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots, sed_checkpoint=args.sed_from)
+    try:
+        manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots, sed_checkpoint=args.sed_from,
+                                 guide_checkpoint=args.guide_sed_from)
+    except VerificationError as exc:
+        p.exit(2, f"export.bundle: nothing written: {exc}\n")
     print(json.dumps(manifest["provenance"]["verification"]["max_abs_diff"]))
     print(f"bundle written to {args.out}")
 

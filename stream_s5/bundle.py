@@ -29,11 +29,14 @@ GRAPHS = ("separator", "sed")  # the sections that name an ONNX graph
 
 def graph_names(manifest: dict) -> dict[str, str]:
     """Graph key → file name of every graph the manifest names: "separator", "sed", and where the
-    SED also comes split at its features (sed.front_end), "sed_front" and "sed_body"."""
+    SED also comes split at its features (sed.front_end), "sed_front" and "sed_body", plus
+    "sed_guide" where a second body guides the separator (sed.front_end.guide_body)."""
     names = {key: manifest[key]["file"] for key in GRAPHS}
     front_end = manifest["sed"].get("front_end")
     if front_end is not None:
         names.update(sed_front=front_end["file"], sed_body=front_end["body"])
+        if front_end.get("guide_body") is not None:
+            names["sed_guide"] = front_end["guide_body"]
     return names
 
 
@@ -104,8 +107,8 @@ class Bundle:
         return self.path / graph_names(self.manifest)[key]
 
     def graph(self, key: str) -> bytes:
-        """The ONNX graph `key` ("sed", "separator", "sed_front", "sed_body"), exactly the bytes that
-        were hashed."""
+        """The ONNX graph `key` ("sed", "separator", "sed_front", "sed_body", "sed_guide"), exactly
+        the bytes that were hashed."""
         return self.graphs[key]
 
     @property
@@ -194,7 +197,9 @@ def validate_manifest(manifest: dict) -> list[str]:
                             f"must equal sed.window ({sed['window']})")
         if sed["hop"] % front_end["mel_hop"]:
             problems.append(f"sed.hop ({sed['hop']}) must be a multiple of sed.front_end.mel_hop ({front_end['mel_hop']})")
-    where = {"sed_front": "sed.front_end.file", "sed_body": "sed.front_end.body"}
+        if front_end.get("guide_body") in (front_end["file"], front_end["body"], sed["file"]):
+            problems.append("sed.front_end.guide_body must be a graph of its own, not the SED's or its front end's file")
+    where = {"sed_front": "sed.front_end.file", "sed_body": "sed.front_end.body", "sed_guide": "sed.front_end.guide_body"}
     for key, name in graph_names(manifest).items():
         if name not in manifest["files"]:
             problems.append(f"{where.get(key, key + '.file')} {name!r} is not listed in files "

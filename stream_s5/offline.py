@@ -14,26 +14,30 @@ import numpy as np
 
 from stream_s5.bundle import Bundle
 from stream_s5.dsp import OverlapAdd, offline_stft
+from stream_s5.sed import run_sed
 from stream_s5.sessions import SedModel, SeparatorModel
 from stream_s5.tracker import TrackerOptions
 
 __all__ = ["separate_offline", "frame_activity_offline"]
 
 
-def frame_activity_offline(sed: SedModel, bundle: Bundle, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """audio [C, N] → (activity [T, classes] at separator-frame rate, clip max [classes])."""
+def frame_activity_offline(sed: SedModel, bundle: Bundle, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """audio [C, N] → (activity [T, classes] at separator-frame rate, clip max [classes], guidance
+    [T, classes]): guidance is the guide body's activity where the SED has one (what conditions the
+    separator), else the activity itself."""
     window, hop, frame_hop = int(bundle.sed["window"]), int(bundle.sed["hop"]), int(bundle.sed["frame_hop"])
     sep_hop = bundle.hop
     n = audio.shape[1]
     ref = np.concatenate([np.zeros(window, np.float32), audio[0], np.zeros(window, np.float32)])
     frames = n // sep_hop
     activity = np.zeros((frames, len(bundle.classes)), np.float32)
+    guidance = activity if not getattr(sed, "guided", False) else np.zeros_like(activity)
     best = np.full(frames, np.inf)
     clip_max = np.zeros(len(bundle.classes), np.float32)
     for end in range(hop, n + window, hop):
         start = end - window
         chunk = ref[start + window : end + window][None]
-        clip, frame_probs = sed(chunk)
+        clip, frame_probs, guide_probs = run_sed(sed, chunk)
         clip_max = np.maximum(clip_max, clip[0])
         t = np.arange(max(0, start // sep_hop), min(frames, end // sep_hop))
         if t.size == 0:
@@ -43,8 +47,10 @@ def frame_activity_offline(sed: SedModel, bundle: Bundle, audio: np.ndarray) -> 
         better = distance < best[t]
         idx = np.clip((t * sep_hop - start) // frame_hop, 0, frame_probs.shape[1] - 1)
         activity[t[better]] = frame_probs[0, idx[better]]
+        if guide_probs is not None:
+            guidance[t[better]] = guide_probs[0, idx[better]]
         best[t[better]] = distance[better]
-    return activity, clip_max
+    return activity, clip_max, guidance
 
 
 def separate_offline(bundle: Bundle, sed: SedModel, separator: SeparatorModel, audio: np.ndarray, passes: int,
@@ -53,7 +59,7 @@ def separate_offline(bundle: Bundle, sed: SedModel, separator: SeparatorModel, a
     opt = options or TrackerOptions.from_bundle(bundle.manifest)
     n = audio.shape[1]
     rate, hop, n_fft = bundle.sample_rate, bundle.hop, int(bundle.separator["n_fft"])
-    activity, clip_max = frame_activity_offline(sed, bundle, audio)
+    activity, clip_max, guidance = frame_activity_offline(sed, bundle, audio)
     events = []
     on_thresholds = np.array([opt.thresholds(c)[0] for c in bundle.classes], np.float32)
     for ci, label in enumerate(bundle.classes):
@@ -74,7 +80,7 @@ def separate_offline(bundle: Bundle, sed: SedModel, separator: SeparatorModel, a
         batch = len(idx)
         mix = np.repeat(spec[None], batch, axis=0)
         onehot = np.eye(len(bundle.classes), dtype=np.float32)[idx]
-        act = np.concatenate([activity, np.repeat(activity[-1:], spec.shape[0] - activity.shape[0], axis=0)])[:, idx].T
+        act = np.concatenate([guidance, np.repeat(guidance[-1:], spec.shape[0] - guidance.shape[0], axis=0)])[:, idx].T
         prev = np.zeros((batch, spec.shape[0], 2, spec.shape[-1]), np.float32)
         for k in range(passes):
             state = np.zeros((batch, *separator.state_shape), np.float32)

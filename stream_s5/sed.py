@@ -23,8 +23,14 @@ class SedResult:
     end: int  # absolute sample index (exclusive) where the window ends
     window_start: int
     clip_probs: np.ndarray  # [C]
-    frame_probs: np.ndarray  # [frames, C]
+    frame_probs: np.ndarray  # [frames, C]: what the tracker decides on
     frame_hop: int
+    guide_probs: np.ndarray | None = None  # [frames, C] of a guide body; None: frame_probs guide too
+
+    @property
+    def activity(self) -> np.ndarray:
+        """The frame probabilities that condition the separator."""
+        return self.frame_probs if self.guide_probs is None else self.guide_probs
 
     def frame_start(self, j: int) -> int:
         return self.window_start + j * self.frame_hop
@@ -47,7 +53,8 @@ class ActivityTimeline:
         first = max(result.window_start // self.hop, result.end // self.hop - self.history, 0)
         frames = np.arange(first, result.end // self.hop)
         sed_index = (frames * self.hop - result.window_start) // result.frame_hop
-        self.values[frames % self.history] = result.frame_probs[np.clip(sed_index, 0, len(result.frame_probs) - 1)]
+        activity = result.activity
+        self.values[frames % self.history] = activity[np.clip(sed_index, 0, len(activity) - 1)]
         self.latest = int(frames[-1])
 
     def at(self, frame: int, class_index: int) -> float:
@@ -76,11 +83,18 @@ def stacked_timelines(n_streams: int, n_classes: int, history: int, hop: int):
 
 
 def run_sed(model: SedModel, audio: np.ndarray, cache: "MelFrameCache | None" = None, cache_keys=None):
-    """(clip_probs, frame_probs) of windows [B, window]: through the feature cache when there is one and
-    the windows have keys, else whole."""
+    """(clip_probs, frame_probs, guide_probs) of windows [B, window]: through the feature cache when
+    there is one and the windows have keys, else whole. guide_probs is None unless the SED has a
+    guide body, which runs on the same features."""
+    guided = getattr(model, "guided", False)
     if cache is not None and cache_keys is not None:
-        return model.from_log_mel(cache.log_mel(audio, cache_keys))
-    return model(audio)
+        log_mel = cache.log_mel(audio, cache_keys)
+    elif guided:
+        log_mel = model.window_log_mel(audio)
+    else:
+        return (*model(audio), None)
+    clip, frame = model.from_log_mel(log_mel)
+    return clip, frame, (model.guide_from_log_mel(log_mel) if guided else None)
 
 
 class MelFrameCache:
@@ -191,13 +205,17 @@ class SedScheduler:
 
     def _infer(self, audio: np.ndarray, end: int, cache_keys) -> list[SedResult]:
         t0 = time.perf_counter()
-        clip, frame = run_sed(self.model, audio, self.cache, cache_keys)
+        clip, frame, guide = run_sed(self.model, audio, self.cache, cache_keys)
         self.timer.add(time.perf_counter() - t0)
-        if not (np.isfinite(clip).all() and np.isfinite(frame).all()):  # a graph that emits NaN must not reach the tracker (comparisons with NaN are all False)
-            self.nonfinite_outputs += int((~np.isfinite(clip)).sum() + (~np.isfinite(frame)).sum())
-            clip = np.nan_to_num(clip, nan=0.0, posinf=1.0, neginf=0.0)
-            frame = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0)
-        return [SedResult(end, end - self.window, clip[i], frame[i], self.frame_hop) for i in range(len(audio))]
+        # a graph that emits NaN must reach neither the tracker (comparisons with NaN are all False) nor the separator
+        outputs = [clip, frame] + ([] if guide is None else [guide])
+        bad = sum(int((~np.isfinite(x)).sum()) for x in outputs)
+        if bad:
+            self.nonfinite_outputs += bad
+            clip, frame, guide = (None if x is None else np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
+                                  for x in (clip, frame, guide))
+        return [SedResult(end, end - self.window, clip[i], frame[i], self.frame_hop, None if guide is None else guide[i])
+                for i in range(len(audio))]
 
     def submit(self, audio: np.ndarray, end: int, frame_index: int, streams=(0,), cache_keys=None) -> bool:
         """audio [len(streams), window]: the windows ending at `end`, copied out of the ring (it moves

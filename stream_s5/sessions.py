@@ -64,7 +64,7 @@ def _expected_io(bundle: Bundle, key: str) -> tuple[dict, dict]:
                    "frame_probs": ("tensor(float)", [None, int(bundle.sed["frames"]), classes])}
     if key == "sed":
         return {"audio": ("tensor(float)", [None, int(bundle.sed["window"])])}, sed_outputs
-    if key in ("sed_front", "sed_body"):
+    if key in ("sed_front", "sed_body", "sed_guide"):
         front_end = bundle.sed_front_end
         features = ("tensor(float)", [None, int(front_end["n_mels"]), None if key == "sed_front" else int(front_end["mel_frames"])])
         if key == "sed_front":
@@ -128,7 +128,12 @@ class SedModel:
     graphs: `log_mel` (the front end: audio [B, context + n·mel_hop] → features [B, M, n]) and
     `from_log_mel` (the body: [B, M, mel_frames] → probabilities), so that the SED scheduler can
     cache each stream's features and compute only the new frames (sed.MelFrameCache). `split`
-    says which; `__call__` is the whole SED either way."""
+    says which; `__call__` is the whole SED either way.
+
+    A split SED may carry a second body on the same features (sed.front_end.guide_body): its frame
+    probabilities condition the separator (`guide_from_log_mel`) while the first body's decide the
+    classes — one SED can be the better detector on real recordings and the other the better guide
+    for the separator it was trained with (docs/model.md). `guided` says whether there is one."""
 
     def __init__(self, bundle: Bundle, providers: list, threads: int = 1):
         self.window = int(bundle.sed["window"])
@@ -138,11 +143,17 @@ class SedModel:
         else:
             self.front = graph_session(bundle, "sed_front", _options(threads), providers)
             self.body = graph_session(bundle, "sed_body", _options(threads), providers)
+            self.guide = (graph_session(bundle, "sed_guide", _options(threads), providers)
+                          if self.front_end.get("guide_body") is not None else None)
             self.context, self.mel_hop = int(self.front_end["context"]), int(self.front_end["mel_hop"])
 
     @property
     def split(self) -> bool:
         return self.front_end is not None
+
+    @property
+    def guided(self) -> bool:
+        return self.split and self.guide is not None
 
     def __call__(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if audio.ndim != 2 or audio.shape[1] != self.window:
@@ -166,6 +177,10 @@ class SedModel:
     def from_log_mel(self, log_mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         clip, frame, _ = self.body.run(None, {"log_mel": np.ascontiguousarray(log_mel, dtype=np.float32)})
         return clip, frame
+
+    def guide_from_log_mel(self, log_mel: np.ndarray) -> np.ndarray:
+        """The guide body's frame probabilities [B, frames, C] (guided bundles only)."""
+        return self.guide.run(["frame_probs"], {"log_mel": np.ascontiguousarray(log_mel, dtype=np.float32)})[0]
 
 
 class SeparatorModel:

@@ -4,6 +4,7 @@ carrying and backfill to the sample:
 - SED: class 0 ("AlarmClock") frame probability = sigmoid(gain * (frame mean power - threshold)),
   every other class 0; clip probability = max over frames.
 - separator: est = mixture (reference channel) + 0 * prev, state_out = state_in + 1.
+`make_guided_bundle` adds a hand-built guide body (known values for any input) to a split bundle.
 """
 
 from __future__ import annotations
@@ -109,6 +110,62 @@ def make_toy_bundle(folder: Path, channels: int = 1, passes: int = 2, slots: int
         "files": {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in ("sed.onnx", "separator.onnx")},
         "provenance": {"recipe": "hand-built test graphs"},
     }
+    (folder / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+GUIDE_SCALE = 0.1
+
+
+def guide_reference(log_mel: np.ndarray, frames: int, classes: int = len(CLASSES)) -> np.ndarray:
+    """What `write_guide_body` computes: per SED frame, sigmoid(GUIDE_SCALE × the mean log-mel of its
+    patch), the same for every class → [B, frames, classes]."""
+    patches = log_mel.mean(axis=1).reshape(len(log_mel), frames, -1).mean(axis=2)
+    value = 1.0 / (1.0 + np.exp(-GUIDE_SCALE * patches))
+    return np.repeat(value[:, :, None], classes, axis=2).astype(np.float32)
+
+
+def write_guide_body(path: Path, n_mels: int, mel_frames: int, frames: int, classes: int = len(CLASSES)) -> None:
+    """A hand-built SED body (log_mel [B, n_mels, mel_frames] → clip_probs, frame_probs) computing
+    `guide_reference`: a guide whose values are known for any input."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def const(name, array):
+        return helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.asarray(array), name))
+
+    nodes = [
+        helper.make_node("ReduceMean", ["log_mel"], ["per_frame"], axes=[1], keepdims=0),  # [B, mel_frames]
+        const("patch_shape", np.array([0, frames, mel_frames // frames], np.int64)),
+        helper.make_node("Reshape", ["per_frame", "patch_shape"], ["patches"]),
+        helper.make_node("ReduceMean", ["patches"], ["patch_mean"], axes=[2], keepdims=1),  # [B, frames, 1]
+        const("scale", np.array(GUIDE_SCALE, np.float32)),
+        helper.make_node("Mul", ["patch_mean", "scale"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["p"]),
+        const("class_shape", np.array([1, 1, classes], np.int64)),
+        helper.make_node("Expand", ["p", "class_shape"], ["frame_probs"]),
+        helper.make_node("ReduceMax", ["frame_probs"], ["clip_probs"], axes=[1], keepdims=0),
+    ]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "guide_body", [helper.make_tensor_value_info("log_mel", f, ["B", n_mels, mel_frames])],
+                              [helper.make_tensor_value_info("clip_probs", f, ["B", classes]),
+                               helper.make_tensor_value_info("frame_probs", f, ["B", frames, classes])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+def make_guided_bundle(source: Path, folder: Path, frames: int | None = None) -> Path:
+    """A copy of the split bundle `source` with a `write_guide_body` graph as its guide body
+    (sed.front_end.guide_body); `frames` other than the bundle's makes a guide that does not fit."""
+    shutil.copytree(source, folder)
+    manifest = json.loads((folder / "bundle.json").read_text())
+    front_end = manifest["sed"]["front_end"]
+    write_guide_body(folder / "sed_guide_body.onnx", front_end["n_mels"], front_end["mel_frames"],
+                     frames or manifest["sed"]["frames"])
+    front_end["guide_body"] = "sed_guide_body.onnx"
+    manifest["files"]["sed_guide_body.onnx"] = hashlib.sha256((folder / "sed_guide_body.onnx").read_bytes()).hexdigest()
     (folder / "bundle.json").write_text(json.dumps(manifest, indent=2))
     return folder
 

@@ -119,6 +119,10 @@ def test_every_missing_field_is_named_in_one_error(bundle_copy):
     (lambda m: m["sed"]["front_end"].update(typo=1), "Additional properties are not allowed"),
     (lambda m: m["files"].pop("sed_body.onnx"), "sed.front_end.body 'sed_body.onnx' is not listed in files"),
     (lambda m: m["files"].update({"sed_front.onnx": "0" * 64}), "sed_front.onnx: sha256 .* does not match"),
+    (lambda m: m["sed"]["front_end"].update(guide_body="sed_guide_body.onnx"),
+     "sed.front_end.guide_body 'sed_guide_body.onnx' is not listed in files"),
+    (lambda m: m["sed"]["front_end"].update(guide_body="sed_body.onnx"), "guide_body must be a graph of its own"),
+    (lambda m: m["sed"]["front_end"].update(guide_body="../sed_body.onnx"), "guide_body: '../sed_body.onnx' does not match"),
 ])
 def test_out_of_range_or_inconsistent_values_are_refused(bundle_copy, edit, match):
     _edit(bundle_copy, edit)
@@ -223,3 +227,12 @@ def test_a_front_end_graph_that_does_not_match_the_manifest_is_refused(bundle_co
     _edit(bundle_copy, lambda m: m["files"].update({"sed_body.onnx": digest}))
     with pytest.raises(BundleError, match=r"sed_body.onnx: the graph does not match bundle.json:\n.*input 'log_mel' is missing"):
         Engine(bundle_copy, device="cpu", options=EngineOptions(calibrate=False))
+
+
+def test_a_guide_body_whose_frames_do_not_fit_the_manifest_is_refused_at_session_time(tmp_path):
+    from .conftest import make_guided_bundle
+
+    guided = make_guided_bundle(default_bundle_path(), tmp_path / "guided", frames=16)  # the bundle's SED has 32
+    load_bundle(guided)  # hashes and manifest are in order: the graph itself is what is wrong
+    with pytest.raises(BundleError, match=r"sed_guide_body.onnx: the graph does not match bundle.json:\n.*frame_probs' axis 1 is 16"):
+        Engine(guided, device="cpu", options=EngineOptions(calibrate=False))

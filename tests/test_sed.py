@@ -1,5 +1,6 @@
 """The SED stage: the per-stream log-mel cache of a split SED equals computing every window whole,
-and the shipped split bundle equals its single SED graph."""
+the shipped split bundle equals its single SED graph, and a guide body (a second SED body on the same
+features) conditions the separator while the first body still decides the classes."""
 
 from pathlib import Path
 
@@ -8,12 +9,13 @@ import onnxruntime as ort
 import pytest
 import soundfile as sf
 
-from stream_s5.bundle import load_bundle
+from stream_s5.bundle import default_bundle_path, load_bundle
 from stream_s5.engine import Engine, EngineOptions
-from stream_s5.sed import MelFrameCache, SedScheduler
-from stream_s5.sessions import SedModel
+from stream_s5.offline import frame_activity_offline
+from stream_s5.sed import ActivityTimeline, MelFrameCache, SedScheduler
+from stream_s5.sessions import SedModel, SeparatorModel
 
-from .conftest import flatten
+from .conftest import flatten, guide_reference, make_guided_bundle
 
 N_FFT, WIN, MEL_HOP, WINDOW = 64, 48, 16, 512  # small numbers, the shipped bundle's geometry (context > 2 hops)
 
@@ -126,3 +128,99 @@ def test_engine_with_the_feature_cache_equals_the_engine_without(sed_worker):
     assert audio_c.keys() == audio_w.keys() and len(backfill_c) == len(backfill_w)
     for label in audio_c:
         np.testing.assert_allclose(audio_c[label], audio_w[label], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def guided_bundle(tmp_path_factory):
+    return make_guided_bundle(default_bundle_path(), tmp_path_factory.mktemp("guided") / "bundle")
+
+
+def test_a_guide_body_reads_the_cached_features_and_fills_the_activity_timeline(guided_bundle):
+    bundle = load_bundle(guided_bundle)
+    model, plain = SedModel(bundle, ["CPUExecutionProvider"]), SedModel(load_bundle(), ["CPUExecutionProvider"])
+    assert model.guided and not plain.guided
+    sed = bundle.sed
+    window, hop, frame_hop, frames = int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), int(sed["frames"])
+    scheduler = SedScheduler(model, window, hop, frame_hop)
+    timeline = ActivityTimeline(len(bundle.classes), 4 * window // bundle.hop, bundle.hop)
+    stream = (0.1 * np.random.default_rng(4).standard_normal(window + 4 * hop)).astype(np.float32)
+    stream[window:] *= 5  # louder from here on: the guide's values move
+    values = []
+    for i, end in enumerate(range(window, len(stream) + 1, hop)):
+        audio = stream[None, end - window : end]
+        scheduler.submit(audio, end, i, cache_keys=[(0, 0, end)])
+        _, [(_, result)] = scheduler.take()
+        guide = guide_reference(model.window_log_mel(audio), frames)[0]
+        np.testing.assert_allclose(result.guide_probs, guide, atol=1e-5)
+        clip, frame = plain(audio)  # the detector's probabilities are the first body's, untouched
+        np.testing.assert_allclose(result.clip_probs, clip[0], atol=1e-4)
+        np.testing.assert_allclose(result.frame_probs, frame[0], atol=1e-4)
+        timeline.write(result)
+        newest = np.arange(end // bundle.hop - hop // bundle.hop, end // bundle.hop)
+        expected = guide[(newest * bundle.hop - (end - window)) // frame_hop]
+        np.testing.assert_allclose(timeline.get(newest, 3), expected[:, 3])
+        values.append(float(guide.mean()))
+    assert scheduler.cache_stats()["hits"] == len(values) - 1  # cached features went through the guide too
+    assert len(set(np.round(values, 4))) > 1
+
+
+def test_a_non_finite_guide_is_repaired_and_counted():
+    class Guided(NumpySplitSed):
+        guided = True
+
+        def from_log_mel(self, feats):
+            return np.full((len(feats), 2), 0.5, np.float32), np.full((len(feats), 8, 2), 0.5, np.float32)
+
+        def guide_from_log_mel(self, feats):
+            out = np.full((len(feats), 8, 2), 0.25, np.float32)
+            out[:, 0, 1] = np.nan
+            return out
+
+    scheduler = SedScheduler(Guided(), WINDOW, 64, WINDOW // 8)
+    scheduler.submit(np.zeros((1, WINDOW), np.float32), WINDOW, 0, cache_keys=[(0, 0, WINDOW)])
+    _, [(_, result)] = scheduler.take()
+    assert scheduler.nonfinite_outputs == 1
+    assert result.guide_probs[0, 1] == 0.0 and result.guide_probs[1, 1] == 0.25
+    assert np.isfinite(result.activity).all() and result.activity is result.guide_probs
+
+
+def test_the_engine_with_a_guide_body_keeps_the_detectors_events_and_guides_with_the_guide(guided_bundle, monkeypatch):
+    audio, rate = sf.read(Path(__file__).parent / "data" / "real_footsteps_speech.flac", dtype="float32")
+    fed = []
+    original = SeparatorModel.__call__
+
+    def recording(self, mix, prev, class_onehot, activity, pass_index, state_in):
+        fed.append(np.array(activity[:, 0]))
+        return original(self, mix, prev, class_onehot, activity, pass_index, state_in)
+
+    monkeypatch.setattr(SeparatorModel, "__call__", recording)
+    runs = {}
+    for name, path in (("plain", None), ("guided", guided_bundle)):
+        fed.clear()
+        # two fixed classes hold two slots every hop; the tracker still reports what the SED detects
+        engine = Engine(path, classes="Speech,FootSteps", options=EngineOptions(calibrate=False), input_rate=rate,
+                        device="cpu")
+        outs = [engine.feed(audio[i : i + 4000]) for i in range(0, len(audio), 4000)] + [engine.flush()]
+        runs[name] = (flatten(outs), [a for a in fed if len(a) > 1])
+    (plain_out, plain_fed), (guided_out, guided_fed) = runs["plain"], runs["guided"]
+    events = [e[:3] for e in plain_out[2]]
+    assert events, "the recording must produce events for this comparison to mean anything"
+    assert [e[:3] for e in guided_out[2]] == events  # the first body decides
+    assert plain_fed and guided_fed
+    # the guide gives every class the same value per frame; the detector's frames do not
+    assert all(np.ptp(a) < 1e-6 for a in guided_fed)
+    assert any(np.ptp(a) > 1e-3 for a in plain_fed)
+
+
+def test_offline_processing_takes_the_classes_from_the_detector_and_the_guidance_from_the_guide(guided_bundle):
+    audio, rate = sf.read(Path(__file__).parent / "data" / "real_footsteps_speech.flac", dtype="float32")
+    assert rate == 16000
+    audio = audio[None, : 3 * rate]
+    bundle, plain_bundle = load_bundle(guided_bundle), load_bundle()
+    activity, clip_max, guidance = frame_activity_offline(SedModel(bundle, ["CPUExecutionProvider"]), bundle, audio)
+    plain_activity, plain_clip, plain_guidance = frame_activity_offline(
+        SedModel(plain_bundle, ["CPUExecutionProvider"]), plain_bundle, audio)
+    np.testing.assert_allclose(activity, plain_activity, atol=1e-4)
+    np.testing.assert_allclose(clip_max, plain_clip, atol=1e-4)
+    assert plain_guidance is plain_activity
+    assert np.ptp(guidance, axis=1).max() < 1e-6 and np.ptp(guidance[:, 0]) > 1e-3

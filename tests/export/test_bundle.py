@@ -140,3 +140,61 @@ def test_sed_only_training_keeps_the_init_separator_and_moves_the_sed(tmp_path, 
     last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert "sed" in last and "sep" not in last and "present" not in last
     export_bundle(out / "checkpoint.pt", tmp_path / "bundle")
+
+
+def test_a_guide_sed_is_exported_verified_and_run_as_the_separators_guide(trained, tmp_path):
+    import torch
+
+    ckpt, channels = trained
+    state = torch.load(ckpt, weights_only=True)
+    with torch.no_grad():  # another SED on the same front end: the same run with its body moved
+        state["sed"] = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state["sed"].items()}
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    manifest = export_bundle(ckpt, tmp_path / "guided", guide_checkpoint=other)
+    assert manifest["sed"]["front_end"]["guide_body"] == "sed_guide_body.onnx"
+    assert manifest["provenance"]["recipe"]["guide_sed_from"]["checkpoint"] == str(other)
+    assert manifest["provenance"]["verification"]["max_abs_diff"]["sed_guide"] < 1e-4
+    assert "sed_guide_body.onnx" in manifest["provenance"]["verification"]["graphs"]
+
+    from export.bundle import load_checkpoint
+    from export.models import SedExport
+    from stream_s5.sessions import SedModel
+
+    bundle = load_bundle(tmp_path / "guided")
+    model = SedModel(bundle, ["CPUExecutionProvider"])
+    audio = (0.1 * np.random.default_rng(0).standard_normal((2, model.window))).astype(np.float32)
+    log_mel = model.window_log_mel(audio)
+    with torch.no_grad():
+        detector = SedExport(load_checkpoint(ckpt)[1])(torch.from_numpy(audio))
+        guide = SedExport(load_checkpoint(other)[1])(torch.from_numpy(audio))
+    np.testing.assert_allclose(model.from_log_mel(log_mel)[1], detector[1].numpy(), atol=1e-4)
+    np.testing.assert_allclose(model.guide_from_log_mel(log_mel), guide[1].numpy(), atol=1e-4)
+    assert np.abs(guide[1].numpy() - detector[1].numpy()).max() > 1e-3  # the two bodies really differ
+
+    # exported again without a guide into the same folder: the old guide does not linger
+    manifest = export_bundle(ckpt, tmp_path / "guided")
+    assert "guide_body" not in manifest["sed"]["front_end"] and not (tmp_path / "guided" / "sed_guide_body.onnx").exists()
+    assert not SedModel(load_bundle(tmp_path / "guided"), ["CPUExecutionProvider"]).guided
+
+
+def test_a_guide_sed_with_other_features_is_refused_and_nothing_is_written(trained, tmp_path, capsys):
+    import torch
+
+    from export.bundle import main as bundle_main
+    from export.models import ModelConfig, SedNet
+
+    ckpt = trained[0]
+    state = torch.load(ckpt, weights_only=True)
+    config = json.loads(state["config_json"])
+    config["sed"]["n_mels"] = config["sed"]["n_mels"] // 2
+    state["config_json"] = json.dumps(config)
+    state["sed"] = SedNet(ModelConfig.from_dict(config).sed).state_dict()
+    other = tmp_path / "other_features.pt"
+    torch.save(state, other)
+    with pytest.raises(VerificationError, match="n_mels"):
+        export_bundle(ckpt, tmp_path / "a", guide_checkpoint=other)
+    with pytest.raises(SystemExit) as exit_info:
+        bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), "--guide-sed-from", str(other)])
+    assert exit_info.value.code == 2 and "nothing written" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
