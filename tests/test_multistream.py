@@ -238,3 +238,25 @@ def test_calibration_budget(toy_bundle):
         MultiStreamEngine(str(toy_bundle), n_streams=4, refine=3, options=EngineOptions(budget_ms=1e-6))
     eng = MultiStreamEngine(str(toy_bundle), n_streams=4, refine="auto", options=EngineOptions())
     assert eng.calibration["slots"] == 12 and eng.calibration["hop_cost_ms"] <= eng.budget_ms
+
+
+def test_a_guided_bundle_gives_each_stream_what_a_single_engine_gives(tmp_path):
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from stream_s5.bundle import default_bundle_path
+    from tests.conftest import make_guided_bundle
+
+    guided = make_guided_bundle(default_bundle_path(), tmp_path / "guided")
+    audio, rate = sf.read(Path(__file__).parent / "data" / "real_footsteps_speech.flac", dtype="float32")
+    assert rate == RATE
+    xs = [audio[: 4 * rate], audio[-4 * rate :]]
+    sizes = sizes_for(xs[0].size)
+    classes = "Speech,FootSteps"
+    refs = [run_single(guided, x, sizes, classes) for x in xs]
+    eng = MultiStreamEngine(str(guided), n_streams=2, classes=classes, options=OPTS)
+    for (ref, _), got in zip(refs, run_multi(eng, xs, sizes)):
+        assert_same(ref, got)
+    plain = run_single(default_bundle_path(), xs[0], sizes, classes)[0]
+    assert np.abs(plain[0]["Speech"] - refs[0][0][0]["Speech"]).max() > 1e-4  # the guide is in effect

@@ -233,3 +233,22 @@ def test_a_failing_sed_call_is_a_missed_update_for_the_streams_in_it(toy_bundle,
         got = flatten(f.outs)
         assert sum(n for _, n in got[3]) == x.size  # whole
         assert all(np.isfinite(a).all() for a in got[0].values())
+
+
+def test_a_guided_bundle_gives_each_pooled_stream_what_a_single_engine_gives(tmp_path):
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from stream_s5.bundle import default_bundle_path
+    from tests.conftest import make_guided_bundle
+
+    guided = make_guided_bundle(default_bundle_path(), tmp_path / "guided")
+    audio, rate = sf.read(Path(__file__).parent / "data" / "real_footsteps_speech.flac", dtype="float32")
+    xs = [audio[: 4 * rate], audio[-4 * rate :]]
+    pool = StreamPool(str(guided), capacity=2, options=OPTS)
+    feeders = [Feeder(pool, xs[0], sizes_for(xs[0].size, seed=1), classes="Speech,FootSteps"),
+               Feeder(pool, xs[1], sizes_for(xs[1].size, seed=2), start_step=5, classes="Speech,FootSteps")]
+    drive(pool, feeders, max_hops=3)
+    for f, x in zip(feeders, xs):
+        assert_same_stream(engine_run(guided, x, "Speech,FootSteps"), flatten(f.outs))
