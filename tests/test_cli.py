@@ -176,7 +176,7 @@ def test_microphone_path_on_a_real_device(null_sink, scene, tmp_path):
 REAL = Path(__file__).parent / "data" / "real_footsteps_speech.flac"
 
 
-@pytest.mark.xfail(reason="the shipped SED (half real7, half real16: real18) still hears these footfalls as Clapping (from a file: Speech + Clapping; docs/evaluation.md, Fourth and Fifth real bank: the SED confusion tables)", strict=False)
+@pytest.mark.xfail(reason="the shipped detector SED (real16's, in real19) still hears these footfalls as Clapping (from a file: Speech + Clapping; docs/evaluation.md, Fourth and Fifth real bank: the SED confusion tables)", strict=False)
 def test_microphone_path_detects_the_classes_of_a_real_recording(null_sink, tmp_path):
     """A recorded scene (validation-split recordings of allowed packages, tests/data/README.md) played into
     the null sink and captured as a microphone: both true classes detected, at most one false class."""
