@@ -133,18 +133,19 @@ class SedModel:
     A split SED may carry a second body on the same features (sed.front_end.guide_body): its frame
     probabilities condition the separator (`guide_from_log_mel`) while the first body's decide the
     classes — one SED can be the better detector on real recordings and the other the better guide
-    for the separator it was trained with (docs/model.md). `guided` says whether there is one."""
+    for the separator it was trained with (docs/bundle.md). `guided` says whether there is one."""
 
     def __init__(self, bundle: Bundle, providers: list, threads: int = 1):
         self.window = int(bundle.sed["window"])
         self.front_end = bundle.sed_front_end
+        self.guide = None
         if self.front_end is None:
             self.session = graph_session(bundle, "sed", _options(threads), providers)
         else:
             self.front = graph_session(bundle, "sed_front", _options(threads), providers)
             self.body = graph_session(bundle, "sed_body", _options(threads), providers)
-            self.guide = (graph_session(bundle, "sed_guide", _options(threads), providers)
-                          if self.front_end.get("guide_body") is not None else None)
+            if self.front_end.get("guide_body") is not None:
+                self.guide = graph_session(bundle, "sed_guide", _options(threads), providers)
             self.context, self.mel_hop = int(self.front_end["context"]), int(self.front_end["mel_hop"])
 
     @property
@@ -153,7 +154,7 @@ class SedModel:
 
     @property
     def guided(self) -> bool:
-        return self.split and self.guide is not None
+        return self.guide is not None
 
     def __call__(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if audio.ndim != 2 or audio.shape[1] != self.window:

@@ -127,7 +127,7 @@ def test_the_tuners_replay_gives_the_class_sets_the_engine_outputs(tmp_path):
 
     model = tmp_path / "model"
     shutil.copytree(default_bundle_path(), model)
-    update_manifest(model, lambda m: m["tracker"].update(min_event_s=1.0))  # many onsets get retracted
+    update_manifest(model, lambda m: m["tracker"].update(min_event_s=2.0))  # onsets get retracted (4 s scenes)
     bundle = load_bundle(model)
     engine = Engine(bundle, classes="auto", refine=2, device="cpu", options=EngineOptions(calibrate=False))
     sed = SedModel(bundle, ["CPUExecutionProvider"])
