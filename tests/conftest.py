@@ -4,7 +4,8 @@ carrying and backfill to the sample:
 - SED: class 0 ("AlarmClock") frame probability = sigmoid(gain * (frame mean power - threshold)),
   every other class 0; clip probability = max over frames.
 - separator: est = mixture (reference channel) + 0 * prev, state_out = state_in + 1.
-`make_guided_bundle` adds a hand-built guide body (known values for any input) to a split bundle.
+`make_guided_bundle` gives a split bundle a hand-built guide body (known values for any input);
+`make_unguided_bundle` takes a bundle's guide body away.
 """
 
 from __future__ import annotations
@@ -156,12 +157,27 @@ def write_guide_body(path: Path, n_mels: int, mel_frames: int, frames: int, clas
     onnx.save(model, path)
 
 
+def make_unguided_bundle(source: Path, folder: Path) -> Path:
+    """A copy of the split bundle `source` without a guide body: its SED body decides and guides."""
+    shutil.copytree(source, folder)
+    manifest = json.loads((folder / "bundle.json").read_text())
+    guide = manifest["sed"]["front_end"].pop("guide_body", None)
+    if guide is not None:
+        manifest["files"].pop(guide)
+        (folder / guide).unlink()
+    (folder / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
 def make_guided_bundle(source: Path, folder: Path, frames: int | None = None) -> Path:
     """A copy of the split bundle `source` with a `write_guide_body` graph as its guide body
     (sed.front_end.guide_body); `frames` other than the bundle's makes a guide that does not fit."""
     shutil.copytree(source, folder)
     manifest = json.loads((folder / "bundle.json").read_text())
     front_end = manifest["sed"]["front_end"]
+    if front_end.get("guide_body") is not None:  # the hand-built guide replaces the bundle's own
+        manifest["files"].pop(front_end["guide_body"])
+        (folder / front_end["guide_body"]).unlink()
     write_guide_body(folder / "sed_guide_body.onnx", front_end["n_mels"], front_end["mel_frames"],
                      frames or manifest["sed"]["frames"])
     front_end["guide_body"] = "sed_guide_body.onnx"

@@ -119,8 +119,8 @@ def test_every_missing_field_is_named_in_one_error(bundle_copy):
     (lambda m: m["sed"]["front_end"].update(typo=1), "Additional properties are not allowed"),
     (lambda m: m["files"].pop("sed_body.onnx"), "sed.front_end.body 'sed_body.onnx' is not listed in files"),
     (lambda m: m["files"].update({"sed_front.onnx": "0" * 64}), "sed_front.onnx: sha256 .* does not match"),
-    (lambda m: m["sed"]["front_end"].update(guide_body="sed_guide_body.onnx"),
-     "sed.front_end.guide_body 'sed_guide_body.onnx' is not listed in files"),
+    (lambda m: m["sed"]["front_end"].update(guide_body="unlisted_guide.onnx"),
+     "sed.front_end.guide_body 'unlisted_guide.onnx' is not listed in files"),
     (lambda m: m["sed"]["front_end"].update(guide_body="sed_body.onnx"), "guide_body must be a graph of its own"),
     (lambda m: m["sed"]["front_end"].update(guide_body="../sed_body.onnx"), "guide_body: '../sed_body.onnx' does not match"),
 ])

@@ -332,13 +332,14 @@ def test_ctrl_c_at_any_moment_is_quiet(delay, tmp_path):
 
 
 def test_events_wavs_summary_and_terminal_agree_when_onsets_are_retracted(tmp_path, capsys):
-    """A bundle whose tracker keeps only events ≥ 1.5 s: the short ones the demo scenes give are published
+    """A bundle whose tracker keeps only events ≥ 2.5 s: the short ones the demo scenes give are published
     as onsets, then retracted; no file, summary line or terminal line may still claim them."""
     from stream_s5.bundle import default_bundle_path, update_manifest
 
     model = tmp_path / "model"
     shutil.copytree(default_bundle_path(), model)
-    update_manifest(model, lambda m: m["tracker"].update(min_event_s=1.5))
+    min_event_s = 2.5
+    update_manifest(model, lambda m: m["tracker"].update(min_event_s=min_event_s))
     retractions = 0
     for seed in (0, 1, 2):
         out = tmp_path / f"out{seed}"
@@ -352,7 +353,7 @@ def test_events_wavs_summary_and_terminal_agree_when_onsets_are_retracted(tmp_pa
         retractions += len(retracted)
         onsets = [e["label"] for e in lines if e["type"] == "onset"]
         assert sorted(onsets) == sorted([e["label"] for e in lines if e["type"] in ("event", "retract")])
-        assert all(e["offset"] - e["onset"] < 1.5 and e["retracted"] for e in retracted)
+        assert all(e["offset"] - e["onset"] < min_event_s and e["retracted"] for e in retracted)
         assert sorted(kept) == summary["detected_classes"] == summary["outputs"]
         assert sorted(p.stem for p in out.glob("*.wav")) == summary["outputs"]
         assert summary["retracted_onsets"] == len(retracted)

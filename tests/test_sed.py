@@ -15,7 +15,7 @@ from stream_s5.offline import frame_activity_offline
 from stream_s5.sed import ActivityTimeline, MelFrameCache, SedScheduler
 from stream_s5.sessions import SedModel, SeparatorModel
 
-from .conftest import flatten, guide_reference, make_guided_bundle
+from .conftest import flatten, guide_reference, make_guided_bundle, make_unguided_bundle
 
 N_FFT, WIN, MEL_HOP, WINDOW = 64, 48, 16, 512  # small numbers, the shipped bundle's geometry (context > 2 hops)
 
@@ -135,9 +135,15 @@ def guided_bundle(tmp_path_factory):
     return make_guided_bundle(default_bundle_path(), tmp_path_factory.mktemp("guided") / "bundle")
 
 
-def test_a_guide_body_reads_the_cached_features_and_fills_the_activity_timeline(guided_bundle):
+@pytest.fixture(scope="module")
+def unguided_bundle(tmp_path_factory):
+    """The default bundle's detector alone (it decides and guides): what a guide body is compared with."""
+    return make_unguided_bundle(default_bundle_path(), tmp_path_factory.mktemp("unguided") / "bundle")
+
+
+def test_a_guide_body_reads_the_cached_features_and_fills_the_activity_timeline(guided_bundle, unguided_bundle):
     bundle = load_bundle(guided_bundle)
-    model, plain = SedModel(bundle, ["CPUExecutionProvider"]), SedModel(load_bundle(), ["CPUExecutionProvider"])
+    model, plain = SedModel(bundle, ["CPUExecutionProvider"]), SedModel(load_bundle(unguided_bundle), ["CPUExecutionProvider"])
     assert model.guided and not plain.guided
     sed = bundle.sed
     window, hop, frame_hop, frames = int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), int(sed["frames"])
@@ -184,7 +190,8 @@ def test_a_non_finite_guide_is_repaired_and_counted():
     assert np.isfinite(result.activity).all() and result.activity is result.guide_probs
 
 
-def test_the_engine_with_a_guide_body_keeps_the_detectors_events_and_guides_with_the_guide(guided_bundle, monkeypatch):
+def test_the_engine_with_a_guide_body_keeps_the_detectors_events_and_guides_with_the_guide(guided_bundle, unguided_bundle,
+                                                                                         monkeypatch):
     audio, rate = sf.read(Path(__file__).parent / "data" / "real_footsteps_speech.flac", dtype="float32")
     fed = []
     original = SeparatorModel.__call__
@@ -195,7 +202,7 @@ def test_the_engine_with_a_guide_body_keeps_the_detectors_events_and_guides_with
 
     monkeypatch.setattr(SeparatorModel, "__call__", recording)
     runs = {}
-    for name, path in (("plain", None), ("guided", guided_bundle)):
+    for name, path in (("plain", unguided_bundle), ("guided", guided_bundle)):
         fed.clear()
         # two fixed classes hold two slots every hop; the tracker still reports what the SED detects
         engine = Engine(path, classes="Speech,FootSteps", options=EngineOptions(calibrate=False), input_rate=rate,
@@ -212,11 +219,12 @@ def test_the_engine_with_a_guide_body_keeps_the_detectors_events_and_guides_with
     assert any(np.ptp(a) > 1e-3 for a in plain_fed)
 
 
-def test_offline_processing_takes_the_classes_from_the_detector_and_the_guidance_from_the_guide(guided_bundle):
+def test_offline_processing_takes_the_classes_from_the_detector_and_the_guidance_from_the_guide(guided_bundle,
+                                                                                                unguided_bundle):
     audio, rate = sf.read(Path(__file__).parent / "data" / "real_footsteps_speech.flac", dtype="float32")
     assert rate == 16000
     audio = audio[None, : 3 * rate]
-    bundle, plain_bundle = load_bundle(guided_bundle), load_bundle()
+    bundle, plain_bundle = load_bundle(guided_bundle), load_bundle(unguided_bundle)
     activity, clip_max, guidance = frame_activity_offline(SedModel(bundle, ["CPUExecutionProvider"]), bundle, audio)
     plain_activity, plain_clip, plain_guidance = frame_activity_offline(
         SedModel(plain_bundle, ["CPUExecutionProvider"]), plain_bundle, audio)
