@@ -139,6 +139,10 @@ def test_two_replicas_serve_eight_clients_like_local_engines_and_survive_a_kille
             assert all(r["lost_at_s"] == record["lost_at_s"] and r["lost_replica"] == victim for r in retried), eng.reconnects
             if ingress == "proxy":  # the proxy closes the stream and names the dead replica
                 assert record["code"] == P.CLOSE["replica_lost"] and victim in record["reason"], record
+            elif record["code"] == P.CLOSE["replica_lost"]:
+                # HAProxy keeps Serve's own proxy as a backup server and sends through it while it holds the
+                # replicas down (health checks late on a loaded machine): that proxy names the dead replica
+                assert victim in record["reason"], record
             else:  # HAProxy drops the connection: no close frame
                 assert record["code"] == 1006, record
             assert record["lost_replica"] == victim and record["replica"] != victim, record
