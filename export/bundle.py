@@ -94,9 +94,19 @@ def export_graphs(cfg: ModelConfig, sed: SedNet, sep: SeparatorNet, folder: Path
                           input_names=["audio"], output_names=["log_mel"],
                           dynamic_axes={"audio": {0: "B", 1: "L"}, "log_mel": {0: "B", 2: "N"}},
                           opset_version=OPSET, dynamo=False)
-        torch.onnx.export(SedBodyExport(sed), (torch.randn(batch, cfg.sed.n_mels, cfg.sed.n_frames),),
-                          folder / "sed_body.onnx", input_names=["log_mel"],
-                          output_names=["clip_probs", "frame_probs", "class_embeddings"],
+        export_sed_body(cfg, sed, folder / "sed_body.onnx")
+    torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def export_sed_body(cfg: ModelConfig, sed: SedNet, path: Path) -> None:
+    """A SED body graph: log-mel [B, n_mels, n_frames] → probabilities (the detector's or a guide's),
+    traced on the transformer's plain path (see export_graphs)."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SedBodyExport(sed.eval()), (torch.randn(2, cfg.sed.n_mels, cfg.sed.n_frames),), path,
+                          input_names=["log_mel"], output_names=["clip_probs", "frame_probs", "class_embeddings"],
                           dynamic_axes={"log_mel": {0: "B"}, "clip_probs": {0: "B"}, "frame_probs": {0: "B"},
                                         "class_embeddings": {0: "B"}},
                           opset_version=OPSET, dynamo=False)
@@ -111,17 +121,6 @@ def check_same_front_end(sed: SedNet, guide: SedNet) -> None:
     if differ or not torch.equal(sed.mel, guide.mel) or not torch.equal(sed.stft_window, guide.stft_window):
         raise VerificationError("the guide SED's front end differs from the detector's "
                                 f"({', '.join(differ) or 'mel filterbank or window'}): it cannot share its features")
-
-
-def export_guide_body(cfg: ModelConfig, guide: SedNet, folder: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(SedBodyExport(guide.eval()), (torch.randn(2, cfg.sed.n_mels, cfg.sed.n_frames),),
-                          folder / GUIDE_FILE, input_names=["log_mel"],
-                          output_names=["clip_probs", "frame_probs", "class_embeddings"],
-                          dynamic_axes={"log_mel": {0: "B"}, "clip_probs": {0: "B"}, "frame_probs": {0: "B"},
-                                        "class_embeddings": {0: "B"}},
-                          opset_version=OPSET, dynamo=False)
 
 
 def verify_guide(cfg: ModelConfig, sed: SedNet, guide: SedNet, folder: Path, seed: int = 0, atol: float = 1e-4) -> float:
@@ -224,12 +223,12 @@ def sha256(path: Path) -> str:
 
 
 def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, checks: dict, folder: Path,
-                    metrics: dict | None = None, guide: bool = False) -> dict:
+                    metrics: dict | None = None, files=GRAPH_FILES) -> dict:
+    """files: the graph files written to `folder` (GRAPH_FILES, plus GUIDE_FILE for a guided bundle)."""
     sc, sd = cfg.separator, cfg.sed
-    files = (*GRAPH_FILES, GUIDE_FILE) if guide else GRAPH_FILES
     front_end = {"file": "sed_front.onnx", "body": "sed_body.onnx", "mel_hop": sd.mel_hop,
                  "context": sd.n_fft - sd.mel_hop, "n_mels": sd.n_mels, "mel_frames": sd.n_frames}
-    if guide:
+    if GUIDE_FILE in files:
         front_end["guide_body"] = GUIDE_FILE
     return {
         "format": BUNDLE_FORMAT,
@@ -296,11 +295,11 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
         staging = Path(tmp)
         export_graphs(cfg, sed, sep, staging)
         if guide is not None:
-            export_guide_body(cfg, guide, staging)
+            export_sed_body(cfg, guide, staging / GUIDE_FILE)
         checks = {"graphs": check_graphs(staging, files), "max_abs_diff": verify_against_torch(cfg, sed, sep, staging)}
         if guide is not None:
             checks["max_abs_diff"]["sed_guide"] = verify_guide(cfg, sed, guide, staging)
-        manifest = bundle_manifest(cfg, recipe, passes, slots, checks, staging, metrics, guide=guide is not None)
+        manifest = bundle_manifest(cfg, recipe, passes, slots, checks, staging, metrics, files)
         (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
         out.mkdir(parents=True, exist_ok=True)
         stale = out / GUIDE_FILE

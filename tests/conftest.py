@@ -172,12 +172,9 @@ def make_unguided_bundle(source: Path, folder: Path) -> Path:
 def make_guided_bundle(source: Path, folder: Path, frames: int | None = None) -> Path:
     """A copy of the split bundle `source` with a `write_guide_body` graph as its guide body
     (sed.front_end.guide_body); `frames` other than the bundle's makes a guide that does not fit."""
-    shutil.copytree(source, folder)
+    make_unguided_bundle(source, folder)  # the hand-built guide replaces the bundle's own, if any
     manifest = json.loads((folder / "bundle.json").read_text())
     front_end = manifest["sed"]["front_end"]
-    if front_end.get("guide_body") is not None:  # the hand-built guide replaces the bundle's own
-        manifest["files"].pop(front_end["guide_body"])
-        (folder / front_end["guide_body"]).unlink()
     write_guide_body(folder / "sed_guide_body.onnx", front_end["n_mels"], front_end["mel_frames"],
                      frames or manifest["sed"]["frames"])
     front_end["guide_body"] = "sed_guide_body.onnx"
