@@ -199,6 +199,13 @@ def validate_manifest(manifest: dict) -> list[str]:
             problems.append(f"sed.hop ({sed['hop']}) must be a multiple of sed.front_end.mel_hop ({front_end['mel_hop']})")
         if front_end.get("guide_body") in (front_end["file"], front_end["body"], sed["file"]):
             problems.append("sed.front_end.guide_body must be a graph of its own, not the SED's or its front end's file")
+        detects = front_end.get("guide_detects")
+        if detects is not None:
+            if front_end.get("guide_body") is None:
+                problems.append("sed.front_end.guide_detects needs sed.front_end.guide_body (the body it names classes for)")
+            for label in detects:
+                if label not in manifest["classes"]:
+                    problems.append(f"sed.front_end.guide_detects names {label!r}, which is not one of the bundle's classes")
     where = {"sed_front": "sed.front_end.file", "sed_body": "sed.front_end.body", "sed_guide": "sed.front_end.guide_body"}
     for key, name in graph_names(manifest).items():
         if name not in manifest["files"]:

@@ -85,7 +85,7 @@ def stacked_timelines(n_streams: int, n_classes: int, history: int, hop: int):
 def run_sed(model: SedModel, audio: np.ndarray, cache: "MelFrameCache | None" = None, cache_keys=None):
     """(clip_probs, frame_probs, guide_probs) of windows [B, window]: through the feature cache when
     there is one and the windows have keys, else whole. guide_probs is None unless the SED has a
-    guide body, which runs on the same features."""
+    guide body, which runs on the same features (and decides the classes of guide_detects)."""
     guided = getattr(model, "guided", False)
     if cache is not None and cache_keys is not None:
         log_mel = cache.log_mel(audio, cache_keys)
@@ -94,7 +94,7 @@ def run_sed(model: SedModel, audio: np.ndarray, cache: "MelFrameCache | None" = 
     else:
         return (*model(audio), None)
     clip, frame = model.from_log_mel(log_mel)
-    return clip, frame, (model.guide_from_log_mel(log_mel) if guided else None)
+    return model.with_guide(clip, frame, log_mel) if guided else (clip, frame, None)
 
 
 class MelFrameCache:

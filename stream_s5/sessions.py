@@ -133,12 +133,15 @@ class SedModel:
     A split SED may carry a second body on the same features (sed.front_end.guide_body): its frame
     probabilities condition the separator (`guide_from_log_mel`) while the first body's decide the
     classes — one SED can be the better detector on real recordings and the other the better guide
-    for the separator it was trained with (docs/bundle.md). `guided` says whether there is one."""
+    for the separator it was trained with (docs/bundle.md). `guided` says whether there is one. Where
+    the manifest lists classes in sed.front_end.guide_detects, the guide body decides those classes
+    too: its clip and frame probabilities replace the first body's in their columns (`with_guide`)."""
 
     def __init__(self, bundle: Bundle, providers: list, threads: int = 1):
         self.window = int(bundle.sed["window"])
         self.front_end = bundle.sed_front_end
         self.guide = None
+        self.guide_detects = np.zeros(0, np.int64)  # class indices the guide body decides
         if self.front_end is None:
             self.session = graph_session(bundle, "sed", _options(threads), providers)
         else:
@@ -146,6 +149,8 @@ class SedModel:
             self.body = graph_session(bundle, "sed_body", _options(threads), providers)
             if self.front_end.get("guide_body") is not None:
                 self.guide = graph_session(bundle, "sed_guide", _options(threads), providers)
+                classes = list(bundle.classes)
+                self.guide_detects = np.array([classes.index(c) for c in self.front_end.get("guide_detects", [])], np.int64)
             self.context, self.mel_hop = int(self.front_end["context"]), int(self.front_end["mel_hop"])
 
     @property
@@ -160,7 +165,9 @@ class SedModel:
         if audio.ndim != 2 or audio.shape[1] != self.window:
             raise ValueError(f"SED expects [B, {self.window}] audio, got {audio.shape}")
         if self.split:
-            return self.from_log_mel(self.window_log_mel(audio))
+            log_mel = self.window_log_mel(audio)
+            clip, frame = self.from_log_mel(log_mel)
+            return self.with_guide(clip, frame, log_mel)[:2] if len(self.guide_detects) else (clip, frame)
         clip, frame, _ = self.session.run(None, {"audio": np.ascontiguousarray(audio, dtype=np.float32)})
         return clip, frame
 
@@ -182,6 +189,18 @@ class SedModel:
     def guide_from_log_mel(self, log_mel: np.ndarray) -> np.ndarray:
         """The guide body's frame probabilities [B, frames, C] (guided bundles only)."""
         return self.guide.run(["frame_probs"], {"log_mel": np.ascontiguousarray(log_mel, dtype=np.float32)})[0]
+
+    def with_guide(self, clip: np.ndarray, frame: np.ndarray, log_mel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The first body's (clip_probs, frame_probs) of `log_mel` → what the tracker reads and the
+        guide body's frame probabilities (guided bundles only): the guide body runs once; in the
+        columns of guide_detects its clip and frame probabilities replace the first body's."""
+        if not len(self.guide_detects):
+            return clip, frame, self.guide_from_log_mel(log_mel)
+        guide_clip, guide_frame = self.guide.run(["clip_probs", "frame_probs"], {"log_mel": np.ascontiguousarray(log_mel, dtype=np.float32)})
+        clip, frame = clip.copy(), frame.copy()
+        clip[:, self.guide_detects] = guide_clip[:, self.guide_detects]
+        frame[:, :, self.guide_detects] = guide_frame[:, :, self.guide_detects]
+        return clip, frame, guide_frame
 
 
 class SeparatorModel:

@@ -123,6 +123,10 @@ def test_every_missing_field_is_named_in_one_error(bundle_copy):
      "sed.front_end.guide_body 'unlisted_guide.onnx' is not listed in files"),
     (lambda m: m["sed"]["front_end"].update(guide_body="sed_body.onnx"), "guide_body must be a graph of its own"),
     (lambda m: m["sed"]["front_end"].update(guide_body="../sed_body.onnx"), "guide_body: '../sed_body.onnx' does not match"),
+    (lambda m: m["sed"]["front_end"].update(guide_detects=["Thunder"]), "guide_detects names 'Thunder'"),
+    (lambda m: m["sed"]["front_end"].update(guide_detects=["Speech", "Speech"]), "non-unique elements"),
+    (lambda m: (m["sed"]["front_end"].pop("guide_body"), m["sed"]["front_end"].update(guide_detects=["Speech"])),
+     "guide_detects needs sed.front_end.guide_body"),
 ])
 def test_out_of_range_or_inconsistent_values_are_refused(bundle_copy, edit, match):
     _edit(bundle_copy, edit)

@@ -170,6 +170,42 @@ def test_a_guide_body_reads_the_cached_features_and_fills_the_activity_timeline(
     assert len(set(np.round(values, 4))) > 1
 
 
+def test_the_classes_in_guide_detects_are_decided_by_the_guide_body(guided_bundle, unguided_bundle, tmp_path):
+    import hashlib
+    import json
+    import shutil
+
+    folder = tmp_path / "routed"
+    shutil.copytree(guided_bundle, folder)
+    manifest = json.loads((folder / "bundle.json").read_text())
+    routed = ["Speech", "HairDryer"]
+    manifest["sed"]["front_end"]["guide_detects"] = routed
+    (folder / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    bundle = load_bundle(folder)
+    model, plain = SedModel(bundle, ["CPUExecutionProvider"]), SedModel(load_bundle(unguided_bundle), ["CPUExecutionProvider"])
+    columns = [bundle.classes.index(c) for c in routed]
+    others = [k for k in range(len(bundle.classes)) if k not in columns]
+    sed = bundle.sed
+    window, hop, frame_hop, frames = int(sed["window"]), int(sed["hop"]), int(sed["frame_hop"]), int(sed["frames"])
+    scheduler = SedScheduler(model, window, hop, frame_hop)
+    stream = (0.1 * np.random.default_rng(5).standard_normal(window + 3 * hop)).astype(np.float32)
+    for i, end in enumerate(range(window, len(stream) + 1, hop)):
+        audio = stream[None, end - window : end]
+        scheduler.submit(audio, end, i, cache_keys=[(0, 0, end)])
+        _, [(_, result)] = scheduler.take()
+        guide = guide_reference(model.window_log_mel(audio), frames)[0]
+        clip, frame = plain(audio)
+        np.testing.assert_allclose(result.frame_probs[:, columns], guide[:, columns], atol=1e-5)
+        np.testing.assert_allclose(result.clip_probs[columns], guide.max(axis=0)[columns], atol=1e-5)
+        np.testing.assert_allclose(result.frame_probs[:, others], frame[0][:, others], atol=1e-4)
+        np.testing.assert_allclose(result.clip_probs[others], clip[0][others], atol=1e-4)
+        np.testing.assert_allclose(result.guide_probs, guide, atol=1e-5)  # the guide still guides every class
+        whole_clip, whole_frame = model(audio)  # the whole-window call (tracker tuning) reads the same
+        np.testing.assert_allclose(whole_clip[0], result.clip_probs, atol=1e-5)
+        np.testing.assert_allclose(whole_frame[0], result.frame_probs, atol=1e-5)
+    assert scheduler.cache_stats()["hits"] > 0
+
+
 def test_a_non_finite_guide_is_repaired_and_counted():
     class Guided(NumpySplitSed):
         guided = True
@@ -177,10 +213,10 @@ def test_a_non_finite_guide_is_repaired_and_counted():
         def from_log_mel(self, feats):
             return np.full((len(feats), 2), 0.5, np.float32), np.full((len(feats), 8, 2), 0.5, np.float32)
 
-        def guide_from_log_mel(self, feats):
+        def with_guide(self, clip, frame, feats):
             out = np.full((len(feats), 8, 2), 0.25, np.float32)
             out[:, 0, 1] = np.nan
-            return out
+            return clip, frame, out
 
     scheduler = SedScheduler(Guided(), WINDOW, 64, WINDOW // 8)
     scheduler.submit(np.zeros((1, WINDOW), np.float32), WINDOW, 0, cache_keys=[(0, 0, WINDOW)])
