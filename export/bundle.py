@@ -223,13 +223,16 @@ def sha256(path: Path) -> str:
 
 
 def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, checks: dict, folder: Path,
-                    metrics: dict | None = None, files=GRAPH_FILES) -> dict:
-    """files: the graph files written to `folder` (GRAPH_FILES, plus GUIDE_FILE for a guided bundle)."""
+                    metrics: dict | None = None, files=GRAPH_FILES, guide_detects=()) -> dict:
+    """files: the graph files written to `folder` (GRAPH_FILES, plus GUIDE_FILE for a guided bundle);
+    guide_detects: classes the guide body decides as well as guides."""
     sc, sd = cfg.separator, cfg.sed
     front_end = {"file": "sed_front.onnx", "body": "sed_body.onnx", "mel_hop": sd.mel_hop,
                  "context": sd.n_fft - sd.mel_hop, "n_mels": sd.n_mels, "mel_frames": sd.n_frames}
     if GUIDE_FILE in files:
         front_end["guide_body"] = GUIDE_FILE
+        if guide_detects:
+            front_end["guide_detects"] = list(guide_detects)
     return {
         "format": BUNDLE_FORMAT,
         "sample_rate": sc.sample_rate,
@@ -273,10 +276,17 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
 
 
 def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dict | None = None,
-                  sed_checkpoint=None, guide_checkpoint=None) -> dict:
+                  sed_checkpoint=None, guide_checkpoint=None, guide_detects=()) -> dict:
     """sed_checkpoint: take the SED from another run (ablations that change only the separator).
     guide_checkpoint: a second run's SED becomes the guide body — its frame probabilities condition
-    the separator, the first SED's decide the classes (sed.front_end.guide_body)."""
+    the separator, the first SED's decide the classes (sed.front_end.guide_body), except those in
+    guide_detects, which the guide body decides too (sed.front_end.guide_detects)."""
+    guide_detects = list(dict.fromkeys(guide_detects))  # named twice is named once
+    unknown = [c for c in guide_detects if c not in CLASSES]
+    if unknown:
+        raise VerificationError(f"--guide-detects: {', '.join(unknown)} not among the classes ({', '.join(CLASSES)})")
+    if guide_detects and guide_checkpoint is None:
+        raise VerificationError("--guide-detects needs --guide-sed-from (the guide body that decides those classes)")
     cfg, sed, sep, recipe = load_checkpoint(checkpoint)
     if sed_checkpoint is not None:
         sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoint)
@@ -299,7 +309,7 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
         checks = {"graphs": check_graphs(staging, files), "max_abs_diff": verify_against_torch(cfg, sed, sep, staging)}
         if guide is not None:
             checks["max_abs_diff"]["sed_guide"] = verify_guide(cfg, sed, guide, staging)
-        manifest = bundle_manifest(cfg, recipe, passes, slots, checks, staging, metrics, files)
+        manifest = bundle_manifest(cfg, recipe, passes, slots, checks, staging, metrics, files, guide_detects)
         (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
         out.mkdir(parents=True, exist_ok=True)
         stale = out / GUIDE_FILE
@@ -320,10 +330,13 @@ def main(argv=None):
     p.add_argument("--guide-sed-from", default=None,
                    help="add this checkpoint's SED as the guide body: its frame probabilities condition the "
                         "separator, the first SED's decide the classes")
+    p.add_argument("--guide-detects", nargs="+", default=(), metavar="CLASS",
+                   help="classes the guide body decides as well (its clip and frame probabilities replace the "
+                        "first SED's for them); needs --guide-sed-from")
     args = p.parse_args(argv)
     try:
         manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots, sed_checkpoint=args.sed_from,
-                                 guide_checkpoint=args.guide_sed_from)
+                                 guide_checkpoint=args.guide_sed_from, guide_detects=args.guide_detects)
     except VerificationError as exc:
         p.exit(2, f"export.bundle: nothing written: {exc}\n")
     print(json.dumps(manifest["provenance"]["verification"]["max_abs_diff"]))

@@ -15,6 +15,7 @@ onnx = pytest.importorskip("onnx")
 from export.bundle import VerificationError, export_bundle, verify_against_torch  # noqa: E402
 from export.train import main as train_main  # noqa: E402
 from stream_s5.bundle import BundleError, load_bundle  # noqa: E402
+from stream_s5.labels import CLASSES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,6 +173,17 @@ def test_a_guide_sed_is_exported_verified_and_run_as_the_separators_guide(traine
     np.testing.assert_allclose(model.guide_from_log_mel(log_mel), guide[1].numpy(), atol=1e-4)
     assert np.abs(guide[1].numpy() - detector[1].numpy()).max() > 1e-3  # the two bodies really differ
 
+    # --guide-detects: the guide body decides the named classes too; the tracker reads its columns there
+    manifest = export_bundle(ckpt, tmp_path / "guided", guide_checkpoint=other, guide_detects=["Doorbell", "Cough", "Doorbell"])
+    assert manifest["sed"]["front_end"]["guide_detects"] == ["Doorbell", "Cough"]
+    routed = SedModel(load_bundle(tmp_path / "guided"), ["CPUExecutionProvider"])
+    clip, frame = routed(audio)
+    columns = [CLASSES.index("Doorbell"), CLASSES.index("Cough")]
+    others = [i for i in range(len(CLASSES)) if i not in columns]
+    np.testing.assert_allclose(frame[:, :, columns], guide[1].numpy()[:, :, columns], atol=1e-4)
+    np.testing.assert_allclose(clip[:, columns], guide[0].numpy()[:, columns], atol=1e-4)
+    np.testing.assert_allclose(frame[:, :, others], detector[1].numpy()[:, :, others], atol=1e-4)
+
     # exported again without a guide into the same folder: the old guide does not linger
     manifest = export_bundle(ckpt, tmp_path / "guided")
     assert "guide_body" not in manifest["sed"]["front_end"] and not (tmp_path / "guided" / "sed_guide_body.onnx").exists()
@@ -198,3 +210,19 @@ def test_a_guide_sed_with_other_features_is_refused_and_nothing_is_written(train
         bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), "--guide-sed-from", str(other)])
     assert exit_info.value.code == 2 and "nothing written" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--guide-detects", "Doorbell"], "needs --guide-sed-from"),
+    (["--guide-sed-from", "GUIDE", "--guide-detects", "Doorbel"], "Doorbel not among the classes"),
+])
+def test_guide_detects_without_a_guide_or_with_an_unknown_class_is_refused(trained, tmp_path, capsys, extra, message):
+    from export.bundle import main as bundle_main
+
+    ckpt = trained[0]
+    extra = [str(ckpt) if arg == "GUIDE" else arg for arg in extra]
+    with pytest.raises(SystemExit) as exit_info:
+        bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), *extra])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "nothing written" in err and message in err
+    assert not (tmp_path / "b").exists()
