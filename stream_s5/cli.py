@@ -378,6 +378,7 @@ def _run(args, stop: _Stop) -> int:
         "retracted_onsets": len(retracted), "interrupted": stop.requested, **stats,
         "overflows": getattr(source, "overflows", 0),
         "playback_underflow_frames": player.underflow_frames if player else 0,
+        "playback_played_frames": player.played_frames if player else 0,
         "late_backfill_samples": wav_sink.late_backfill_samples if wav_sink else 0,
         "removed_stale_outputs": removed, "fault": fault,
         "bundle": str(bundle.path) if not args.server else engine.ready.get("bundle"),

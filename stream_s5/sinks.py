@@ -224,6 +224,7 @@ class PlaybackSink:
         self.resampler = soxr.ResampleStream(model_rate, self.rate, 1, dtype="float32") if self.rate != model_rate else None
         self.ring = SpscRing(1, int(ring_s * self.rate))
         self.underflow_frames = 0
+        self.played_frames = 0  # frames of separated audio the device took (the rest of its requests were underflows)
         self.status_flags = 0
         self._scratch = np.zeros((8192, 1), np.float32)
         self.stream = sd.OutputStream(samplerate=self.rate, channels=1, dtype="float32", device=device,
@@ -240,6 +241,7 @@ class PlaybackSink:
             outdata[:first] = self.ring.data[start : start + first]
             outdata[first:have] = self.ring.data[: have - first]
             self.ring.read_pos += have
+            self.played_frames += have
         if have < frames:
             outdata[have:] = 0.0
             self.underflow_frames += frames - have

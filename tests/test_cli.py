@@ -176,32 +176,63 @@ def test_microphone_path_on_a_real_device(null_sink, scene, tmp_path):
 REAL = Path(__file__).parent / "data" / "real_footsteps_speech.flac"
 
 
-@pytest.mark.xfail(reason="the shipped detector SED (real16's, in real19) still hears these footfalls as Clapping (from a file: Speech + Clapping; docs/evaluation.md, Fourth and Fifth real bank: the SED confusion tables)", strict=False)
+KNOWN_CONFUSION = ("the shipped detector SED (real16's, in real19) still hears these footfalls as Clapping (from a file: "
+                   "Speech + Clapping; docs/evaluation.md, Fourth and Fifth real bank: the SED confusion tables)")
+
+
 def test_microphone_path_detects_the_classes_of_a_real_recording(null_sink, tmp_path):
     """A recorded scene (validation-split recordings of allowed packages, tests/data/README.md) played into
-    the null sink and captured as a microphone: both true classes detected, at most one false class."""
+    the null sink and captured as a microphone: the capture, the outputs and Speech must hold; both true
+    classes detected with at most one false class is the goal, reported as a known failure while the
+    shipped SED misses it (only that part: everything before it fails the test as usual)."""
     truth = json.loads(REAL.with_suffix(".json").read_text())["labels"]
     wav = tmp_path / "real.wav"
     audio, rate = sf.read(REAL)
     sf.write(wav, audio, rate, subtype="PCM_16")
-    summary = capture_from_mic(null_sink, wav, tmp_path / "out", rate=48000, seconds=9.5)
+    out = tmp_path / "out"
+    summary = capture_from_mic(null_sink, wav, out, rate=48000, seconds=9.5)
     assert summary["input_rms_dbfs"] > -45, "the device delivered silence"
     detected = set(summary["detected_classes"])
-    assert set(truth) <= detected, (sorted(detected), truth)
-    assert len(detected - set(truth)) <= 1, (sorted(detected), truth)
+    assert "Speech" in detected, (sorted(detected), truth)
+    assert summary["outputs"]
+    for label in summary["outputs"]:
+        est, est_rate = sf.read(out / f"{label}.wav")
+        assert est_rate == 48000 and est.shape == (int(9.5 * 48000),) and np.isfinite(est).all()
+    if not set(truth) <= detected or len(detected - set(truth)) > 1:
+        pytest.xfail(f"{KNOWN_CONFUSION}; detected {sorted(detected)}, true {truth}")
 
 
 def test_playback_of_a_class_on_a_real_device(null_sink, tmp_path):
-    # demo input paced in real time, the Speech stream played into the null sink while it runs
+    # demo input paced in real time, the Clapping stream (the demo scene claps at 1.4–3.0 s) played into the
+    # null sink while it runs
+    # and the sink's monitor recorded meanwhile: the separated Speech really reaches the device
     out = tmp_path / "out"
     env = {**os.environ, "PULSE_SINK": null_sink}
-    result = subprocess.run(CLI + ["--input", "demo", "--duration", "3", "--realtime", "--classes", "Speech",
-                                   "--play", "Speech", "--output-device", "pulse", "--output", str(out), "--no-view"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    monitor = tmp_path / "monitor.raw"
+    with open(monitor, "wb") as raw:
+        recorder = subprocess.Popen(["parec", f"--device={null_sink}.monitor", "--format=s16le", "--rate=16000",
+                                     "--channels=1", "--raw"], stdout=raw)
+        try:
+            result = subprocess.run(CLI + ["--input", "demo", "--duration", "3", "--realtime", "--classes", "Clapping",
+                                           "--play", "Clapping", "--output-device", "pulse", "--output", str(out), "--no-view"],
+                                    env=env, capture_output=True, text=True, timeout=60)
+        finally:
+            recorder.terminate()
+            recorder.wait(timeout=10)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input_seconds"] == pytest.approx(3.0, abs=0.01)
-    assert summary["playback_underflow_frames"] >= 0
+    assert summary["playback_played_frames"] > 0, "the device took no audio from the player"
+    clapping, _ = sf.read(out / "Clapping.wav")
+    recorded = np.frombuffer(monitor.read_bytes(), np.int16).astype(np.float32) / 32768.0
+    assert recorded.size > 16000, "the monitor recorded nothing"
+    # the loudest 100 ms of what the sink played against the loudest 100 ms of the written stream
+    # (the recording also holds the silence before the CLI starts and after it ends)
+    def loudest_db(x, n=1600):
+        frames = x[: x.size // n * n].reshape(-1, n)
+        return 10 * np.log10((frames**2).mean(axis=1).max() + 1e-20)
+    assert loudest_db(clapping) > -40, "the demo's clapping stream is silent"
+    assert loudest_db(recorded) > loudest_db(clapping) - 12, (loudest_db(recorded), loudest_db(clapping))
 
 
 # ---------------------------------------------------------------- hardening: every misuse is a clear exit 2

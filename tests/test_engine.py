@@ -82,8 +82,12 @@ def test_flush_pads_and_trims_exactly_with_resampling(toy_bundle):
     assert total == eng.conditioner.expected_output_length() == round((rate * 2 + 17) * RATE / rate)
     with pytest.raises(RuntimeError):
         eng.feed(x[:10])
-    eng.reset()
-    assert eng.feed(x[:4410]).length >= 0
+    eng.reset()  # after a flush, reset makes the engine a fresh one: same output as a new engine's
+    again = eng.feed(x[:4410])
+    fresh = engine(toy_bundle, classes="Speech", input_rate=rate, input_channels=2).feed(x[:4410])
+    assert again.length == fresh.length > 0 and again.audio.keys() == fresh.audio.keys()
+    for label in fresh.audio:
+        np.testing.assert_allclose(again.audio[label], fresh.audio[label], atol=1e-6)
 
 
 def test_budget_refusal_and_auto_lowering(toy_bundle):
@@ -93,6 +97,24 @@ def test_budget_refusal_and_auto_lowering(toy_bundle):
         Engine(str(toy_bundle), refine=3, device="cpu", options=EngineOptions(budget_ms=1e-6))
     eng = Engine(str(toy_bundle), refine="auto", device="cpu", options=EngineOptions(budget_ms=None))
     assert 1 <= eng.passes <= 3 and eng.calibration["hop_cost_ms"] <= eng.budget_ms
+
+
+def test_auto_refinement_lowers_the_pass_count_until_the_hop_fits(toy_bundle, monkeypatch):
+    # the machine's speed fixed: 3 ms per separator pass, a 4 ms SED call amortised over its hops
+    from stream_s5 import BudgetError
+    from stream_s5.engine import _EngineCore
+
+    monkeypatch.setattr(_EngineCore, "_measure", lambda self, *a: (3.0, 4.0))
+    probe = Engine(str(toy_bundle), refine=3, device="cpu", options=EngineOptions(calibrate=False))
+    sed_per_hop = 4.0 / (int(probe.bundle.sed["hop"]) // probe.hop)
+    eng = Engine(str(toy_bundle), refine="auto", device="cpu", options=EngineOptions(budget_ms=3.0 + sed_per_hop + 0.5))
+    assert eng.passes == 1 and eng.calibration["passes"] == 1 and eng.bank.passes == 1
+    assert eng.calibration["hop_cost_ms"] == pytest.approx(3.0 + sed_per_hop, abs=1e-3)
+    assert eng.feed(np.zeros(8 * HOP, np.float32)).length > 0  # rebuilt for one pass, and runs
+    with pytest.raises(BudgetError, match=f"{9.0 + sed_per_hop:.2f} ms"):
+        Engine(str(toy_bundle), refine=3, device="cpu", options=EngineOptions(budget_ms=6.0 + sed_per_hop + 0.5))
+    eng = Engine(str(toy_bundle), refine="auto", device="cpu", options=EngineOptions(budget_ms=100.0))
+    assert eng.passes == int(eng.bundle.separator["passes"])  # fits: not lowered
 
 
 def test_algorithmic_latency_matches_bundle(toy_bundle):

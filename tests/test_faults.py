@@ -207,11 +207,13 @@ def test_cli_stops_cleanly_when_the_sed_keeps_failing(scene, tmp_path, monkeypat
     path = tmp_path / "scene.wav"
     sf.write(path, scene.mixture[0], RATE)
     out = tmp_path / "out"
-    code = main(["--input", str(path), "--output", str(out), "--no-view"])
+    # the scene's classes as a fixed list, so every one has a file to check (the SED still guides them)
+    code = main(["--input", str(path), "--classes", ",".join(scene.labels), "--output", str(out), "--no-view"])
     err = capsys.readouterr().err
     assert code == 1 and "the stream stopped after" in err and "SED failed 5 times in a row" in err
     summary = json.loads((out / "summary.json").read_text())
     assert "SED failed" in summary["fault"] and summary["input_seconds"] < 8.0
+    assert sorted(summary["outputs"]) == sorted(scene.labels)
     for label in summary["outputs"]:
         assert sf.info(str(out / f"{label}.wav")).frames == round(summary["input_seconds"] * RATE)
 
@@ -222,7 +224,7 @@ def test_the_microphone_device_removed_mid_stream_stops_cleanly(null_sink, tmp_p
     out = tmp_path / "out"
     env = {**os.environ, "PULSE_SOURCE": f"{null_sink}.monitor"}
     rec = subprocess.Popen(CLI + ["--input", "mic", "--input-device", "pulse", "--rate", "16000", "--channels", "1",
-                                  "--output", str(out), "--no-view"], env=env, stdout=subprocess.PIPE,
+                                  "--classes", "Speech", "--output", str(out), "--no-view"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
     while time.time() < deadline and not (out / "events.jsonl").exists():
@@ -233,5 +235,6 @@ def test_the_microphone_device_removed_mid_stream_stops_cleanly(null_sink, tmp_p
     assert rec.returncode == 1 and "stopped delivering audio" in stderr and "Traceback" not in stderr, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert "stopped delivering audio" in summary["fault"] and summary["input_seconds"] > 0.5
+    assert summary["outputs"] == ["Speech"]  # a fixed class: its file exists whatever the device delivered
     for label in summary["outputs"]:
         assert sf.info(str(out / f"{label}.wav")).frames == round(summary["input_seconds"] * 16000)

@@ -90,11 +90,15 @@ def test_scheduler_without_keys_or_with_the_cache_off_computes_whole_windows():
 
     model = Body()
     audio = np.random.default_rng(2).standard_normal((1, WINDOW)).astype(np.float32)
-    for cache_on, keys in ((True, None), (False, [(0, 0, 512)])):
+    whole_clip, whole_frame = model(audio)
+    for cache_on, keys, stats in ((True, None, {"hits": 0, "misses": 0}), (False, [(0, 0, 512)], None)):
         scheduler = SedScheduler(model, WINDOW, 64, MEL_HOP, feature_cache=cache_on)
         scheduler.submit(audio, 512, 0, cache_keys=keys)
-        scheduler.take()
-        assert scheduler.cache_stats() in (None, {"hits": 0, "misses": 0})
+        _, results = scheduler.take()
+        assert scheduler.failures == 0 and len(results) == 1
+        np.testing.assert_allclose(results[0][1].clip_probs, whole_clip[0], atol=1e-6)
+        np.testing.assert_allclose(results[0][1].frame_probs, whole_frame[0], atol=1e-6)
+        assert scheduler.cache_stats() == stats
 
 
 def test_shipped_split_bundle_equals_its_single_sed_graph():

@@ -10,7 +10,9 @@ def test_device_choice_falls_back_to_cpu_with_a_reason():
     assert providers == ["CPUExecutionProvider"] and note == "cpu"
     providers, note = choose_providers("cuda")
     if providers[0] == "CPUExecutionProvider":
-        assert "falling back to CPU" in note
+        assert providers == ["CPUExecutionProvider"] and "falling back to CPU" in note
+    else:  # a machine with a usable GPU: CUDA first, the CPU behind it for the nodes CUDA lacks
+        assert providers == ["CUDAExecutionProvider", "CPUExecutionProvider"] and note == "cuda"
     with pytest.raises(ValueError):
         choose_providers("tpu")
 
