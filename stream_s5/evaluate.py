@@ -116,15 +116,25 @@ def evaluate(bundle: Bundle | str | None = None, options: EvalOptions | None = N
     return summary
 
 
+SCENE_FIELDS = ("true", "predicted", "ca_sdri_db")  # in every per-scene record; scenes are named by "scene"
+# (`stream-s5 eval`) or "name" (`stream-s5 eval --dcase`, the official soundscape name)
+ALARM_FIELDS = ("estimated_events", "duration_s")  # synthetic and real-bank runs: false alarms per minute too
+
+
 def _paired_scenes(a: dict, b: dict) -> tuple[list[dict], list[dict]]:
     """The two runs' per-scene records, checked to be the same scenes (ids and true class sets)."""
     for name, run in (("first", a), ("second", b)):
         if not isinstance(run.get("per_scene"), list) or not run["per_scene"]:
             raise ValueError(f"the {name} evaluation has no per-scene records (written by stream-s5 eval since "
                              "the twenty-third session): evaluate it again")
+        for record in run["per_scene"]:
+            if not isinstance(record, dict) or not ("scene" in record or "name" in record) or \
+                    any(field not in record for field in SCENE_FIELDS):
+                raise ValueError(f"the {name} evaluation's per-scene records are not stream-s5 eval's "
+                                 f"(each needs a scene name and {', '.join(SCENE_FIELDS)})")
     ra, rb = a["per_scene"], b["per_scene"]
-    ids_a, ids_b = [r["scene"] for r in ra], [r["scene"] for r in rb]
-    if ids_a != ids_b or any(x["true"] != y["true"] for x, y in zip(ra, rb)):
+    ids_a, ids_b = ([r.get("scene", r.get("name")) for r in run] for run in (ra, rb))
+    if ids_a != ids_b or any(set(x["true"]) != set(y["true"]) for x, y in zip(ra, rb)):
         raise ValueError("the two evaluations are not of the same scenes (use the same --seed, --scenes, "
                          "--soundbank/--split and --duration)")
     return ra, rb
@@ -134,20 +144,20 @@ def _scene_metrics(records: list[dict], idx: np.ndarray) -> dict[str, np.ndarray
     """Each metric, by its definition over scenes, for every resample (rows of `idx`)."""
     ca = np.array([np.nan if r["ca_sdri_db"] is None else r["ca_sdri_db"] for r in records])
     has_ca = ~np.isnan(ca)
-    exact = np.array([r["true"] == r["predicted"] for r in records], float)
+    exact = np.array([set(r["true"]) == set(r["predicted"]) for r in records], float)
     false = np.array([len(set(r["predicted"]) - set(r["true"])) for r in records], float)
-    no_target = np.array([not r["true"] for r in records])
-    events = np.array([r["estimated_events"] for r in records], float) * no_target
-    minutes = np.array([r["duration_s"] for r in records], float) * no_target / 60.0
     ca_sum = np.where(has_ca, np.nan_to_num(ca), 0.0)[idx].sum(1)
     ca_n = has_ca[idx].sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "ca_sdri_db": np.where(ca_n > 0, ca_sum / np.maximum(ca_n, 1), np.nan),
-            "label_accuracy": exact[idx].mean(1),
-            "false_classes_per_scene": false[idx].mean(1),
-            "false_alarms_per_minute": np.where(minutes[idx].sum(1) > 0, events[idx].sum(1) / minutes[idx].sum(1), np.nan),
-        }
+    metrics = {"ca_sdri_db": np.where(ca_n > 0, ca_sum / np.maximum(ca_n, 1), np.nan),
+               "label_accuracy": exact[idx].mean(1),
+               "false_classes_per_scene": false[idx].mean(1)}
+    if all(field in r for r in records for field in ALARM_FIELDS):  # not in DCASE-folder runs
+        no_target = np.array([not r["true"] for r in records])
+        events = np.array([r["estimated_events"] for r in records], float) * no_target
+        minutes = np.array([r["duration_s"] for r in records], float) * no_target / 60.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            metrics["false_alarms_per_minute"] = np.where(minutes[idx].sum(1) > 0, events[idx].sum(1) / minutes[idx].sum(1), np.nan)
+    return metrics
 
 
 def compare(a: dict, b: dict, resamples: int = 10000, seed: int = 0, level: float = 0.95) -> dict:
@@ -165,7 +175,7 @@ def compare(a: dict, b: dict, resamples: int = 10000, seed: int = 0, level: floa
     out = {"scenes": n, "resamples": resamples, "level": level, "metrics": {}}
     whole_a, whole_b = _scene_metrics(ra, full), _scene_metrics(rb, full)
     resampled_a, resampled_b = _scene_metrics(ra, idx), _scene_metrics(rb, idx)
-    for key in whole_a:
+    for key in [k for k in whole_a if k in whole_b]:  # false alarms only where both runs record them
         value_a, value_b = whole_a[key][0], whole_b[key][0]
         diff = resampled_b[key] - resampled_a[key]
         diff = diff[~np.isnan(diff)]

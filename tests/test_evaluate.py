@@ -121,3 +121,36 @@ def test_compare_refuses_other_scenes_and_old_files(tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "missing.json")]) == 2 and "cannot read" in capsys.readouterr().err
     assert main(["compare", str(a), str(a), "--resamples", "200", "--json", str(c)]) == 0
     assert json.loads(c.read_text())["metrics"]["label_accuracy"]["difference"] == 0.0
+
+
+def test_compare_takes_two_dcase_folder_runs_and_refuses_malformed_records(tmp_path, capsys):
+    # `stream-s5 eval --dcase` names scenes by soundscape and keeps no false-alarm fields
+    from stream_s5.evaluate import compare
+
+    def dcase_run(predicted_sets, scores):
+        rows = [{"name": f"soundscape_{i:04d}", "true": sorted(t), "predicted": sorted(p), "ca_sdri_db": ca,
+                 "terms_db": {}, "labels_correct": t == p} for i, ((t, _), p, ca) in enumerate(zip(SCENES, predicted_sets, scores))]
+        scored = [r["ca_sdri_db"] for r in rows if r["ca_sdri_db"] is not None]
+        return {"ca_sdri_db": sum(scored) / len(scored), "label_accuracy": sum(r["labels_correct"] for r in rows) / len(rows),
+                "per_scene": rows}
+
+    mono = dcase_run([p for _, p in SCENES], [None if not t and not p else 3.0 for t, p in SCENES])
+    spatial = dcase_run([t for t, _ in SCENES], [None if not t else 5.0 for t, _ in SCENES])
+    result = compare(mono, spatial, resamples=500)
+    assert set(result["metrics"]) == {"ca_sdri_db", "label_accuracy", "false_classes_per_scene"}
+    assert result["metrics"]["ca_sdri_db"]["a"] == pytest.approx(mono["ca_sdri_db"])
+    assert result["metrics"]["ca_sdri_db"]["b"] == pytest.approx(spatial["ca_sdri_db"])
+    assert result["metrics"]["label_accuracy"]["a"] == pytest.approx(mono["label_accuracy"])
+    assert result["metrics"]["label_accuracy"]["b"] == 1.0 and result["metrics"]["label_accuracy"]["ci_low"] > 0
+    # a DCASE-folder run against a synthetic run is not the same scenes; a record without its fields is refused
+    with pytest.raises(ValueError, match="same scenes"):
+        compare(mono, _summary([(t, p, 2.0) for t, p in SCENES]))
+    broken = {**mono, "per_scene": [{"name": "soundscape_0000", "true": []}] + mono["per_scene"][1:]}
+    with pytest.raises(ValueError, match="per-scene records are not"):
+        compare(mono, broken)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(mono))
+    b.write_text(json.dumps({**mono, "per_scene": ["soundscape_0000"] * 30}))
+    assert main(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "per-scene records are not" in err and "Traceback" not in err
