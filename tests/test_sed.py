@@ -175,7 +175,6 @@ def test_a_guide_body_reads_the_cached_features_and_fills_the_activity_timeline(
 
 
 def test_the_classes_in_guide_detects_are_decided_by_the_guide_body(guided_bundle, unguided_bundle, tmp_path):
-    import hashlib
     import json
     import shutil
 
