@@ -102,11 +102,12 @@ def test_budget_refusal_and_auto_lowering(toy_bundle):
 def test_auto_refinement_lowers_the_pass_count_until_the_hop_fits(toy_bundle, monkeypatch):
     # the machine's speed fixed: 3 ms per separator pass, a 4 ms SED call amortised over its hops
     from stream_s5 import BudgetError
+    from stream_s5.bundle import load_bundle
     from stream_s5.engine import _EngineCore
 
     monkeypatch.setattr(_EngineCore, "_measure", lambda self, *a: (3.0, 4.0))
-    probe = Engine(str(toy_bundle), refine=3, device="cpu", options=EngineOptions(calibrate=False))
-    sed_per_hop = 4.0 / (int(probe.bundle.sed["hop"]) // probe.hop)
+    bundle = load_bundle(toy_bundle)
+    sed_per_hop = 4.0 / (int(bundle.sed["hop"]) // bundle.hop)
     eng = Engine(str(toy_bundle), refine="auto", device="cpu", options=EngineOptions(budget_ms=3.0 + sed_per_hop + 0.5))
     assert eng.passes == 1 and eng.calibration["passes"] == 1 and eng.bank.passes == 1
     assert eng.calibration["hop_cost_ms"] == pytest.approx(3.0 + sed_per_hop, abs=1e-3)
