@@ -362,7 +362,7 @@ def _run(args, stop: _Stop) -> int:
         if events_sink:
             events_sink.close()
         if player:
-            player.close()
+            player.close(drain=not stop.requested)  # Ctrl-C stops at once
         if args.server:
             engine.close()
     stats = engine.stats()
@@ -379,6 +379,8 @@ def _run(args, stop: _Stop) -> int:
         "overflows": getattr(source, "overflows", 0),
         "playback_underflow_frames": player.underflow_frames if player else 0,
         "playback_played_frames": player.played_frames if player else 0,
+        "playback_unplayed_frames": player.unplayed_frames if player else 0,
+        "playback_overflow_frames": player.ring.overflow_frames if player else 0,  # the device fell > 2 s behind
         "late_backfill_samples": wav_sink.late_backfill_samples if wav_sink else 0,
         "removed_stale_outputs": removed, "fault": fault,
         "bundle": str(bundle.path) if not args.server else engine.ready.get("bundle"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,7 @@ class PlaybackSink:
         self.ring = SpscRing(1, int(ring_s * self.rate))
         self.underflow_frames = 0
         self.played_frames = 0  # frames of separated audio the device took (the rest of its requests were underflows)
+        self.unplayed_frames = 0  # frames still in the ring when the device was stopped
         self.status_flags = 0
         self._scratch = np.zeros((8192, 1), np.float32)
         self.stream = sd.OutputStream(samplerate=self.rate, channels=1, dtype="float32", device=device,
@@ -255,7 +257,15 @@ class PlaybackSink:
             mix = self.resampler.resample_chunk(mix)
         self.ring.push(mix[:, None])
 
-    def close(self):
+    def close(self, drain: bool = True):
+        """Stop the device; with `drain`, first let it play what the ring still holds (the end of a file
+        would otherwise be cut: the device starts late and plays behind the engine). Bounded by the
+        ring's own duration; what is left unplayed is counted."""
+        if drain:
+            deadline = time.monotonic() + self.ring.available() / self.rate + 1.0
+            while self.ring.available() and self.stream.active and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.unplayed_frames = self.ring.available()
         self.stream.stop()
         self.stream.close()
 
