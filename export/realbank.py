@@ -629,6 +629,8 @@ def main(argv=None) -> int:
                    help="also pack the train split into one pre-decoded .npz (for a GPU machine without soundfile)")
     p.add_argument("--pack-rate", type=int, default=16000)
     p.add_argument("--pack-max", type=int, default=None, help="at most this many clips per folder in the pack")
+    p.add_argument("--pack-max-seconds", type=float, default=None,
+                   help="longer clips enter the pack as a seeded random excerpt of this length (long backgrounds)")
     args = p.parse_args(argv)
     try:
         manifest = build(args.out, args.cache, args.sources, args.per_class, args.valid_per_class, args.seed)
@@ -642,7 +644,8 @@ def main(argv=None) -> int:
     if args.pack:
         from stream_s5.synth.soundbank import write_packed
 
-        info = write_packed(Path(args.out) / "train", args.pack, args.pack_rate, args.pack_max, args.seed)
+        info = write_packed(Path(args.out) / "train", args.pack, args.pack_rate, args.pack_max, args.seed,
+                             max_seconds=args.pack_max_seconds)
         size = Path(args.pack).stat().st_size / 2**20
         print(f"packed {info['clips']} clips ({info['seconds'] / 60:.1f} min) into {args.pack} ({size:.1f} MiB)")
     return 0

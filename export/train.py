@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from export.data import ScenePool, sed_batch, separator_batch
+from export.data import ScenePool, SedBatchFeed, sed_batch, separator_batch
 from export.models import ModelConfig, SedConfig, SedNet, SeparatorConfig, SeparatorNet, causal_istft, mixture_stft, sed_loss
 from stream_s5.synth.scenes import SceneConfig
 
@@ -121,10 +121,12 @@ def optimiser_step(opt, loss: torch.Tensor, module: torch.nn.Module, scaler) -> 
     scaler.update()
 
 
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+def lr_at(step: int, total: int, warmup: int, base: float, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then a cosine to 5 % of `base` over the steps — or over the wall-clock budget
+    (`time_progress`, the share of `--minutes` spent) when that is further along."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = max((step - warmup) / max(1, total - warmup), time_progress)
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -180,6 +182,12 @@ def train(args) -> Path:
         preset["steps"] = args.steps
     if args.lr:
         preset["lr"] = args.lr
+    if args.sed_batch:
+        preset["sed_batch"] = args.sed_batch
+    if args.sed_feeders:
+        preset["sed_feeders"], preset["windows_per_scene"] = args.sed_feeders, args.windows_per_scene
+    if args.minutes:
+        preset["minutes"] = args.minutes
     for key in ("absent_weight", "absent_floor_db"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
@@ -235,8 +243,18 @@ def train(args) -> Path:
         soundbank_dir = ensure_soundbank(args, preset)
     p_real = preset.get("p_real") if soundbank_dir else None
     # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
-    pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
-                     stream=step, p_real=p_real, dcase=dcase)
+    feed = None
+    if args.sed_feeders and args.train != "separator":
+        if dcase:
+            raise SystemExit("export.train: --sed-feeders does not take --dcase scenes yet")
+        feed = SedBatchFeed(scene_cfg, soundbank_dir, args.seed, args.sed_feeders, preset["sed_batch"], cfg.sed.window,
+                            cfg.sed.n_patches, cfg.sed.frame_hop, stream=step, p_real=p_real,
+                            p_channel=float(preset.get("p_channel", 0.0)), windows_per_scene=args.windows_per_scene,
+                            local_pool=min(128, max(32, preset["pool"] // args.sed_feeders)))
+    pool = None
+    if args.train != "sed" or feed is None:  # with a feed, a SED-only run needs no scene pool of its own
+        pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
+                         stream=step, p_real=p_real, dcase=dcase)
     teacher, rehearsal = None, None
     if args.rehearse:
         # Learning without forgetting: fine-tuning on real recordings must keep the procedural world, where
@@ -290,19 +308,22 @@ def train(args) -> Path:
                   TimeElapsedColumn(), TimeRemainingColumn(), disable=args.quiet) as progress:
         task = progress.add_task("train", total=preset["steps"], completed=step, info="")
         try:
-            while step < preset["steps"] and not stop["now"]:
-                pool.refresh(max_new=preset["fresh_scenes"])
+            budget_s = 60.0 * preset["minutes"] if preset.get("minutes") else None
+            while step < preset["steps"] and not stop["now"] and (budget_s is None or elapsed < budget_s):
+                if pool is not None:
+                    pool.refresh(max_new=preset["fresh_scenes"])
                 if rehearsal is not None:
                     rehearsal.refresh(max_new=max(1, preset["fresh_scenes"] // 3))
-                lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"])
+                lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"], elapsed / budget_s if budget_s else 0.0)
                 for group in opt_sed.param_groups + opt_sep.param_groups:
                     group["lr"] = lr
 
                 parts = {}
                 for _ in range(preset.get("sed_updates", 1) if train_sed else 0):
-                    audio, clip_y, frame_y = (t.to(device) for t in sed_batch(
+                    batch = feed.get() if feed is not None else sed_batch(
                         pool.sample(preset["sed_batch"]), cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop,
-                        args.sample_rate, rng, p_channel=p_channel))
+                        args.sample_rate, rng, p_channel=p_channel)
+                    audio, clip_y, frame_y = (t.to(device, non_blocking=True) for t in batch)
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                         out_sed = sed(audio)
                     loss_sed, parts = sed_loss({k: v.float() for k, v in out_sed.items()}, clip_y, frame_y)
@@ -355,7 +376,9 @@ def train(args) -> Path:
             print("interrupted: saving checkpoint", flush=True)
         finally:
             save_checkpoint(ckpt_path, snapshot())
-            pool.close()
+            for source in (pool, feed):
+                if source is not None:
+                    source.close()
             if rehearsal is not None:
                 rehearsal.close()
             log.close()
@@ -430,6 +453,15 @@ def parse_args(argv=None):
                    help="with --soundbank: share of targets drawn from its recordings, the rest procedural (preset's if not given)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="training device (auto: CUDA when present)")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU)")
+    p.add_argument("--sed-batch", type=int, default=0, help="override the preset's SED batch size")
+    p.add_argument("--sed-feeders", type=int, default=0,
+                   help="worker processes that cut and augment SED batches (a GPU outruns the one trainer process "
+                        "doing it; they replace the scene pool's workers for a --train sed run)")
+    p.add_argument("--windows-per-scene", type=float, default=16.0,
+                   help="with --sed-feeders: SED windows cut per fresh scene a worker makes")
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="stop after this much training time (checkpoint kept); the learning rate's cosine follows "
+                        "whichever of steps and time is further along, so a time-boxed run still anneals")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the scene worker takes another core)")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)

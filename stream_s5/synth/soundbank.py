@@ -418,11 +418,13 @@ PACKED_FORMAT = "stream_s5.soundbank-packed/1"
 
 
 def write_packed(folder: str | os.PathLike, path: str | os.PathLike, sr: int = 16000,
-                 max_per_folder: int | None = None, seed: int = 0) -> dict:
+                 max_per_folder: int | None = None, seed: int = 0, max_seconds: float | None = None) -> dict:
     """Pack a folder soundbank's target, interference and noise clips (not RIRs) into one .npz:
     decoded, resampled to ``sr``, mono, 16-bit with a per-clip scale. For machines that train without
     soundfile or without the source files (a GPU box with numpy only). ``max_per_folder`` keeps a seeded
-    random subset of each folder. ``Soundbank.from_folder(path.npz)`` reads it back."""
+    random subset of each folder; ``max_seconds`` keeps a seeded random excerpt of longer clips (long
+    background loops would fill a size-limited carry, and a scene takes 4 s of them). ``Soundbank.from_folder(path.npz)``
+    reads it back."""
     bank = Soundbank.from_folder(folder, sr, cache_mb=0)
     rng = np.random.default_rng(seed)
     groups = [(name, bank._class_files[name]) for name in bank.available_classes]
@@ -433,6 +435,9 @@ def write_packed(folder: str | os.PathLike, path: str | os.PathLike, sr: int = 1
             files = [files[int(i)] for i in sorted(rng.choice(len(files), max_per_folder, replace=False))]
         for file in files:
             clip = bank._load(file)
+            if max_seconds is not None and len(clip) > int(max_seconds * sr):
+                start = int(rng.integers(0, len(clip) - int(max_seconds * sr) + 1))
+                clip = clip[start : start + int(max_seconds * sr)]
             scale = float(np.max(np.abs(clip))) / 32767.0 or 1.0
             chunks.append(np.round(clip / scale).astype(np.int16))
             folders.append(name)

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from export.data import ScenePool  # noqa: E402
 from stream_s5.synth.scenes import SceneConfig  # noqa: E402
@@ -101,3 +101,22 @@ def test_scene_records_carry_the_split_labels_and_leave_contiguous_events_whole(
             for on, off in pieces:
                 part = scene.sources[event.label][int(on * 16000) : int(off * 16000)]
                 assert np.abs(part).max() > 0
+
+
+def test_sed_batch_feed_workers_deliver_labelled_batches_of_real_scenes():
+    from export.data import SedBatchFeed
+
+    cfg = SceneConfig(duration=2.0)
+    feed = SedBatchFeed(cfg, None, seed=0, workers=2, batch=4, window=20480, n_frames=32, frame_hop=640,
+                        local_pool=2, windows_per_scene=4)
+    try:
+        batches = [feed.get(timeout=120) for _ in range(3)]
+    finally:
+        feed.close()
+    for audio, clips, frames in batches:
+        assert audio.shape == (4, 20480) and clips.shape == (4, 18) and frames.shape == (4, 32, 18)
+        assert torch.isfinite(audio).all() and audio.abs().max() > 0
+        assert torch.equal(clips, frames.amax(dim=1))
+    assert not torch.equal(batches[0][0], batches[1][0]) and feed.batches == 3
+    with pytest.raises(ValueError):
+        SedBatchFeed(cfg, None, seed=0, workers=0, batch=4, window=20480, n_frames=32, frame_hop=640)

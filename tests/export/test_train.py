@@ -162,3 +162,26 @@ def test_rehearsal_distils_towards_the_teacher_and_is_zero_gradient_at_the_teach
     recipe = json.loads(torch.load(run / "checkpoint.pt", weights_only=True)["recipe_json"])
     assert recipe["rehearse"] == {"teacher": str(parent / "checkpoint.pt"), "weight": 0.5, "separator_share": 0.5}
     assert "distill" in json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+
+
+def test_a_feeder_trained_sed_only_run_stops_at_its_time_budget_and_records_it(tmp_path):
+    """--sed-feeders: batches cut by worker processes (the GPU path) train the SED; --minutes stops the run
+    with a checkpoint before its steps are done, and the recipe says how it was made."""
+    train_main(["--preset", "test", "--out", str(tmp_path), "--quiet", "--train", "sed", "--sed-feeders", "1",
+                "--sed-batch", "3", "--windows-per-scene", "2", "--steps", "100000", "--minutes", "0.05"])
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    recipe = json.loads(state["recipe_json"])
+    assert recipe["sed_feeders"] == 1 and recipe["windows_per_scene"] == 2.0 and recipe["sed_batch"] == 3
+    assert recipe["minutes"] == 0.05
+    assert 0 < state["step"] < 100000 and state["elapsed_s"] >= 3.0
+    assert all(torch.isfinite(v).all() for v in state["sed"].values() if v.is_floating_point())
+
+
+def test_the_learning_rate_anneals_over_whichever_of_steps_and_time_is_further():
+    from export.train import lr_at
+
+    assert lr_at(10, 1000, 100, 1.0) == pytest.approx(0.11)  # warm-up by steps
+    by_steps = lr_at(550, 1000, 100, 1.0)
+    assert by_steps == pytest.approx(0.05 + 0.95 * 0.5, abs=1e-9)  # half-way through the cosine
+    assert lr_at(550, 1000, 100, 1.0, time_progress=0.25) == by_steps  # time behind the steps: steps rule
+    assert lr_at(200, 1000, 100, 1.0, time_progress=1.0) == pytest.approx(0.05)  # budget spent: the floor

@@ -152,5 +152,8 @@ def test_packed_bank_reads_back_the_same_clips_without_decoding(bank_dir, tmp_pa
     assert np.isfinite(scene.mixture).all()
     small = write_packed(bank_dir, tmp_path / "small.npz", sr=SR, max_per_folder=1)
     assert small["clips"] == len(SOME) + 2
+    short = write_packed(bank_dir, tmp_path / "short.npz", sr=SR, max_seconds=0.25)
+    assert short["clips"] == info["clips"] and short["seconds"] <= 0.25 * info["clips"] + 1e-9
+    assert Soundbank.from_folder(tmp_path / "short.npz", SR).event("Speech", np.random.default_rng(4)).size > 0
     with pytest.raises(ValueError, match="Hz"):
         Soundbank.from_folder(tmp_path / "bank.npz", 32000)
