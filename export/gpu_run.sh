@@ -8,7 +8,8 @@
 # The carry folder (ignored by git) holds: whl/ (soundfile, cffi, pycparser, soxr, pyroomacoustics wheels
 # for the image's Python), real7_weights.pt (real7 without optimiser state) and realbank8_train.npz
 # (`write_packed(..., max_per_folder=45, max_seconds=12)`: the 64 MiB carry limit).
-# DEVICE=cpu MINUTES=0.3 FEEDERS=1 BATCH=16 runs the same steps here (a dry run before a lease).
+# DEVICE=cpu MINUTES=0.3 FEEDERS=1 BATCH=16 runs the same steps here (a dry run before a lease); SPEED=0 skips
+# the speed probe, AMP= trains in float32.
 set -u -o pipefail
 CARRY=${CARRY:-.gpu}
 DEVICE=${DEVICE:-cuda}
@@ -33,9 +34,9 @@ assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA device'
 print('torch', torch.__version__, 'bank clips', len(Soundbank.from_folder('$CARRY/realbank8_train.npz', 16000).available_classes))
 " || exit 4
 SPEED_SED=${SPEED_SED:-32 128 512}
-python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --sed-batches $SPEED_SED \
+[ "${SPEED:-1}" = 1 ] && python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --sed-batches $SPEED_SED \
     --sep-batches 16 64 --out "$OUT/speed_gpu_fp32.json" || exit 5
-python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --amp --sed-batches $SPEED_SED \
+[ "${SPEED:-1}" = 1 ] && python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --amp --sed-batches $SPEED_SED \
     --sep-batches 16 64 --out "$OUT/speed_gpu_amp.json" || exit 5
 python3 -m export.train --preset real --init "$CARRY/real7_weights.pt" --rehearse "$CARRY/real7_weights.pt" \
     --rehearse-weight 2.0 --train sed --soundbank "$CARRY/realbank8_train.npz" --device "$DEVICE" $AMP \

@@ -208,14 +208,17 @@ class SedNet(nn.Module):
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        # Left pad so that there are exactly window / mel_hop frames and frame i ends at (i+1)*mel_hop.
-        padded = F.pad(audio, (cfg.n_fft - cfg.mel_hop, 0))
-        spec = torch.stft(
-            padded, cfg.n_fft, cfg.mel_hop, cfg.win_length, self.stft_window, center=False, return_complex=False
-        )
-        power = spec[..., 0] ** 2 + spec[..., 1] ** 2  # [B, F, frames]
-        mel = torch.matmul(self.mel, power)
-        return torch.log(mel + 1e-6)[:, :, : cfg.n_frames]
+        # Always float32: under float16 autocast the mel sum of a loud window (peak 2.6 after a +6 dB training
+        # gain) passes 65504 and turns the whole batch's loss into NaN (the first GPU run, docs/model.md).
+        with torch.autocast(audio.device.type, enabled=False):
+            # Left pad so that there are exactly window / mel_hop frames and frame i ends at (i+1)*mel_hop.
+            padded = F.pad(audio.float(), (cfg.n_fft - cfg.mel_hop, 0))
+            spec = torch.stft(
+                padded, cfg.n_fft, cfg.mel_hop, cfg.win_length, self.stft_window, center=False, return_complex=False
+            )
+            power = spec[..., 0] ** 2 + spec[..., 1] ** 2  # [B, F, frames]
+            mel = torch.matmul(self.mel, power)
+            return torch.log(mel + 1e-6)[:, :, : cfg.n_frames]
 
     def forward(self, audio: torch.Tensor):
         """audio [B, window] → clip_probs [B, C], frame_probs [B, P, C], class_embeddings [B, C, D],

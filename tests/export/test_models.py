@@ -161,3 +161,18 @@ def test_spatial_statistics_start_as_the_same_function():
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="spatial_stats needs a spatial separator"):
         SeparatorConfig(channels=1, spatial_stats=True)
+
+
+def test_the_sed_front_end_stays_float32_under_float16_autocast():
+    """A loud window's mel sums pass float16's 65504; computed in float16 they became inf and the batch's
+    loss NaN (seen on the first GPU run)."""
+    net = SedNet(SedConfig(dim=32, depth=1, heads=2))
+    t = torch.arange(20480) / 16000
+    loud = (2.6 * torch.sin(2 * torch.pi * 1000 * t)).unsqueeze(0)
+    reference = net.log_mel(loud)
+    with torch.autocast("cpu", dtype=torch.float16):
+        features = net.log_mel(loud)
+        out = net(loud)
+    assert features.dtype == torch.float32 and torch.isfinite(features).all()
+    torch.testing.assert_close(features, reference)
+    assert all(torch.isfinite(v).all() for v in out.values())
