@@ -34,10 +34,12 @@ assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA device'
 print('torch', torch.__version__, 'bank clips', len(Soundbank.from_folder('$CARRY/realbank8_train.npz', 16000).available_classes))
 " || exit 4
 SPEED_SED=${SPEED_SED:-32 128 512}
-[ "${SPEED:-1}" = 1 ] && python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --sed-batches $SPEED_SED \
-    --sep-batches 16 64 --out "$OUT/speed_gpu_fp32.json" || exit 5
-[ "${SPEED:-1}" = 1 ] && python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --amp --sed-batches $SPEED_SED \
-    --sep-batches 16 64 --out "$OUT/speed_gpu_amp.json" || exit 5
+if [ "${SPEED:-1}" = 1 ]; then
+    python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --sed-batches $SPEED_SED \
+        --sep-batches 16 64 --out "$OUT/speed_gpu_fp32.json" || exit 5
+    python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --amp --sed-batches $SPEED_SED \
+        --sep-batches 16 64 --out "$OUT/speed_gpu_amp.json" || exit 5
+fi
 python3 -m export.train --preset real --init "$CARRY/real7_weights.pt" --rehearse "$CARRY/real7_weights.pt" \
     --rehearse-weight 2.0 --train sed --soundbank "$CARRY/realbank8_train.npz" --device "$DEVICE" $AMP \
     --sed-feeders "$FEEDERS" --sed-batch "$BATCH" --windows-per-scene 16 --steps 100000 --minutes "$MINUTES" \
