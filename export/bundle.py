@@ -44,7 +44,7 @@ class VerificationError(RuntimeError):
 
 
 def load_checkpoint(path) -> tuple[ModelConfig, SedNet, SeparatorNet, dict]:
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location="cpu")  # checkpoints from a GPU run export here too
     cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
     sed, sep = SedNet(cfg.sed), SeparatorNet(cfg.separator)
     sed.load_state_dict(state["sed"])

@@ -152,9 +152,21 @@ def transfer_weights(module: torch.nn.Module, source: dict) -> list[str]:
     return sorted(set(own) - set(matched))
 
 
+def on_cpu(value):
+    """The state with every tensor on the CPU: a checkpoint written on a GPU machine must load (export, resume)
+    on one without CUDA."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v) for v in value)
+    return value
+
+
 def save_checkpoint(path: Path, state: dict):
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save(on_cpu(state), tmp)
     os.replace(tmp, path)
 
 
@@ -215,7 +227,7 @@ def train(args) -> Path:
     opt_sep = torch.optim.AdamW(sep.parameters(), lr=preset["lr"], weight_decay=0.01)
     step, elapsed = 0, 0.0
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = torch.load(ckpt_path, weights_only=True, map_location="cpu")  # optimiser state follows below
         cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
         sed, sep = SedNet(cfg.sed), SeparatorNet(cfg.separator)
         sed.load_state_dict(state["sed"])

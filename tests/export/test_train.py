@@ -185,3 +185,33 @@ def test_the_learning_rate_anneals_over_whichever_of_steps_and_time_is_further()
     assert by_steps == pytest.approx(0.05 + 0.95 * 0.5, abs=1e-9)  # half-way through the cosine
     assert lr_at(550, 1000, 100, 1.0, time_progress=0.25) == by_steps  # time behind the steps: steps rule
     assert lr_at(200, 1000, 100, 1.0, time_progress=1.0) == pytest.approx(0.05)  # budget spent: the floor
+
+
+def _as_if_written_on_a_gpu(path):
+    """Re-save a checkpoint with every storage tagged 'cuda:0', as torch.save wrote them on the GPU machine
+    (a CPU-only torch.load refuses such a file unless told where to put it)."""
+    from torch import serialization
+
+    state = torch.load(path, weights_only=True)
+
+    def tagger(obj):
+        return "cuda:0" if getattr(obj, "device", None) is not None and obj.device.type == "cpu" else None
+
+    serialization.register_package(1, tagger, lambda obj, location: None)
+    try:
+        torch.save(state, path)
+    finally:
+        serialization._package_registry[:] = [e for e in serialization._package_registry if e[1] is not tagger]
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(path, weights_only=True)
+
+
+def test_a_checkpoint_from_a_gpu_machine_exports_and_resumes_on_a_cpu_one(tmp_path):
+    from export.bundle import load_checkpoint
+
+    train_main(["--preset", "test", "--out", str(tmp_path), "--quiet"])
+    _as_if_written_on_a_gpu(tmp_path / "checkpoint.pt")
+    cfg, sed, sep, recipe = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert recipe["preset"] == "test"
+    train_main(["--preset", "test", "--out", str(tmp_path), "--quiet", "--resume", "--steps", "4"])
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 4
