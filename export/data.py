@@ -331,7 +331,7 @@ def nonlinear_channel(x: np.ndarray, rng: np.random.Generator, sample_rate: int)
         y = soft_clip(y / peak, rng.uniform(1.5, 5.0)) * peak
     else:  # feed-forward compressor on a 10 ms RMS envelope, ratio 2–6 above a threshold near the RMS
         env = np.sqrt(signal.lfilter([0.01], [1, -0.99], y**2) + 1e-12)
-        threshold = np.sqrt(np.mean(y**2)) * rng.uniform(0.5, 2.0)
+        threshold = np.sqrt(np.mean(y**2)) * rng.uniform(0.5, 2.0) + 1e-9  # a silent window: no 0/0
         ratio = rng.uniform(2.0, 6.0)
         gain = np.where(env > threshold, (env / threshold) ** (1.0 / ratio - 1.0), 1.0)
         y = y * gain

@@ -22,7 +22,7 @@ if [ "$DEVICE" = cuda ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$CARRY"/whl/*.whl || exit 3
     export PYTHONPATH=/tmp/site:$PWD
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-    nproc >> "$OUT/gpu.txt"
+    nproc --all >> "$OUT/gpu.txt"
 else
     export PYTHONPATH=$PWD
 fi

@@ -120,3 +120,17 @@ def test_sed_batch_feed_workers_deliver_labelled_batches_of_real_scenes():
     assert not torch.equal(batches[0][0], batches[1][0]) and feed.batches == 3
     with pytest.raises(ValueError):
         SedBatchFeed(cfg, None, seed=0, workers=0, batch=4, window=20480, n_frames=32, frame_hop=640)
+
+
+def test_the_compressor_leaves_a_silent_window_silent_without_dividing_by_zero():
+    import warnings
+
+    import numpy as np
+
+    from export.data import nonlinear_channel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the GPU run's log showed 'divide by zero' from here
+        for seed in range(20):
+            y = nonlinear_channel(np.zeros(20480, np.float32), np.random.default_rng(seed), 16000)
+            assert np.isfinite(y).all() and not y.any()
