@@ -26,6 +26,7 @@ import onnxruntime as ort
 import torch
 
 from export.models import ModelConfig, SedBodyExport, SedExport, SedFrontEnd, SedNet, SeparatorNet, mixture_stft
+from stream_s5.bundle import load_bundle
 from stream_s5.labels import CLASSES
 from stream_s5.tracker import TrackerOptions
 
@@ -311,6 +312,7 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
             checks["max_abs_diff"]["sed_guide"] = verify_guide(cfg, sed, guide, staging)
         manifest = bundle_manifest(cfg, recipe, passes, slots, checks, staging, metrics, files, guide_detects)
         (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        load_bundle(staging)  # the runtime's own checks (schema, rules, hashes) before anything reaches `out`
         out.mkdir(parents=True, exist_ok=True)
         stale = out / GUIDE_FILE
         if guide is None and stale.exists():

@@ -226,3 +226,21 @@ def test_guide_detects_without_a_guide_or_with_an_unknown_class_is_refused(train
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "nothing written" in err and message in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_manifest_the_runtime_would_refuse_is_never_written(trained, tmp_path, monkeypatch):
+    """The exporter runs the runtime's own load checks on what it staged: a manifest that breaks a rule
+    (here a tracker whose off threshold lies above its on threshold) fails the export and leaves no bundle."""
+    import export.bundle as exporter
+
+    made = exporter.bundle_manifest
+
+    def broken(*args, **kwargs):
+        manifest = made(*args, **kwargs)
+        manifest["tracker"]["off_threshold"] = manifest["tracker"]["on_threshold"] + 0.2
+        return manifest
+
+    monkeypatch.setattr(exporter, "bundle_manifest", broken)
+    with pytest.raises(BundleError):
+        export_bundle(trained[0], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
