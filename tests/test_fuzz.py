@@ -2,8 +2,10 @@
 mangled, the only outcomes are the documented errors (InputError, BundleError) or finite output of the
 right length — never a crash, never NaN."""
 
+import collections
 import copy
 import json
+import os
 import shutil
 
 import numpy as np
@@ -16,7 +18,9 @@ from stream_s5.bundle import BundleError, default_bundle_path, load_bundle
 from stream_s5.conditioning import InputError
 
 FAST = EngineOptions(calibrate=False, sed_worker=False)
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+# S5_FUZZ_EXAMPLES=300 S5_FUZZ_JSON=FILE: a longer run that writes how the mangled manifests ended
+# (the counts in docs/reliability.md).
+SETTINGS = settings(max_examples=int(os.environ.get("S5_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                             HealthCheck.too_slow])
 
 
@@ -93,6 +97,17 @@ def bundle_folder(tmp_path_factory):
 
 
 MANIFEST = json.loads((default_bundle_path() / "bundle.json").read_text())
+OUTCOMES: collections.Counter = collections.Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def outcome_counts():
+    yield OUTCOMES
+    if os.environ.get("S5_FUZZ_JSON") and OUTCOMES:
+        with open(os.environ["S5_FUZZ_JSON"], "w") as f:
+            json.dump({"examples_setting": SETTINGS.max_examples, "outcomes": dict(OUTCOMES),
+                       "note": "hypothesis runs each example once, plus replays of failures (none when the test passes)"},
+                      f, indent=1)
 
 
 def _paths(value, prefix=()):
@@ -137,11 +152,14 @@ def test_mangled_manifests_give_bundle_errors_or_a_working_engine(bundle_folder,
     try:
         bundle = load_bundle(bundle_folder)
     except BundleError:
+        OUTCOMES["refused_at_loading"] += 1
         return
     try:
         engine = Engine(bundle, classes="auto", device="cpu", options=FAST)
     except BundleError:
+        OUTCOMES["refused_by_the_graph_check"] += 1
         return  # documented: a manifest that disagrees with the graphs
+    OUTCOMES["valid_and_running"] += 1
     out = [engine.feed(np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1), engine.flush()]
     assert sum(o.length for o in out) == 8000
     assert all(np.isfinite(a).all() for o in out for a in o.audio.values())
