@@ -267,7 +267,7 @@ def train(args) -> Path:
     if args.train != "sed" or feed is None:  # with a feed, a SED-only run needs no scene pool of its own
         pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
                          stream=step, p_real=p_real, dcase=dcase)
-    teacher, rehearsal = None, None
+    teacher, rehearsal, rehearsal_feed = None, None, None
     if args.rehearse:
         # Learning without forgetting: fine-tuning on real recordings must keep the procedural world, where
         # the parent's outputs are the reference. The teacher is frozen; its scenes are the parent's own recipe.
@@ -280,8 +280,17 @@ def train(args) -> Path:
         teacher.eval().requires_grad_(False)
         rehearsal_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
                                     room=args.channels > 1)
-        rehearsal = ScenePool(rehearsal_cfg, None, args.seed + 7919, min(preset["pool"], 256),
-                              workers=min(preset["workers"], 1), stream=step)
+        if feed is not None and args.train == "sed":
+            # The teacher's windows come from feeders too (a third of them again): cut in the trainer,
+            # they held the first GPU run at 123 ms a step against ~55 ms of GPU work (docs/model.md).
+            helpers = max(1, args.sed_feeders // 3)
+            rehearsal_feed = SedBatchFeed(rehearsal_cfg, None, args.seed + 7919, helpers, preset["sed_batch"] // 2,
+                                          cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop, stream=step,
+                                          windows_per_scene=args.windows_per_scene,
+                                          local_pool=min(128, max(32, 256 // helpers)))
+        else:  # the separator's rehearsal batches need whole scenes
+            rehearsal = ScenePool(rehearsal_cfg, None, args.seed + 7919, min(preset["pool"], 256),
+                                  workers=min(preset["workers"], 1), stream=step)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     sed.to(device), sep.to(device)
     if teacher is not None:
@@ -341,8 +350,10 @@ def train(args) -> Path:
                     loss_sed, parts = sed_loss({k: v.float() for k, v in out_sed.items()}, clip_y, frame_y)
                     parts = {"sed": loss_sed.item(), **parts}
                     if teacher is not None:
-                        distill = rehearsal_loss(sed, teacher, rehearsal, preset["sed_batch"] // 2, cfg, args.sample_rate,
-                                                 rng, device, amp_dtype)
+                        teacher_audio = rehearsal_feed.get()[0] if rehearsal_feed is not None else sed_batch(
+                            rehearsal.sample(preset["sed_batch"] // 2), cfg.sed.window, cfg.sed.n_patches,
+                            cfg.sed.frame_hop, args.sample_rate, rng)[0]
+                        distill = rehearsal_loss(sed, teacher, teacher_audio.to(device, non_blocking=True), device, amp_dtype)
                         loss_sed = loss_sed + args.rehearse_weight * distill
                         parts["distill"] = distill.item()
                     optimiser_step(opt_sed, loss_sed, sed, scaler)
@@ -388,23 +399,19 @@ def train(args) -> Path:
             print("interrupted: saving checkpoint", flush=True)
         finally:
             save_checkpoint(ckpt_path, snapshot())
-            for source in (pool, feed):
+            for source in (pool, feed, rehearsal, rehearsal_feed):
                 if source is not None:
                     source.close()
-            if rehearsal is not None:
-                rehearsal.close()
             log.close()
             signal.signal(signal.SIGTERM, previous_handler)
     print(f"step {step}/{preset['steps']} in {elapsed / 60:.1f} min → {ckpt_path}", flush=True)
     return ckpt_path
 
 
-def rehearsal_loss(sed, teacher, rehearsal, batch: int, cfg, sample_rate: int, rng, device, amp_dtype) -> torch.Tensor:
+def rehearsal_loss(sed, teacher, audio: torch.Tensor, device, amp_dtype) -> torch.Tensor:
     """BCE of the student's window and frame probabilities against the frozen teacher's, on windows of the
-    parent's procedural scenes. Both see the same unaugmented windows (SpecAugment off), so the term asks
-    for the parent's function, not for robustness to masking."""
-    audio, _, _ = sed_batch(rehearsal.sample(batch), cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop, sample_rate, rng)
-    audio = audio.to(device)
+    parent's procedural scenes (`audio`, on `device`). Both see the same unaugmented windows (SpecAugment
+    off), so the term asks for the parent's function, not for robustness to masking."""
     with torch.no_grad():
         reference = teacher(audio)
     masking, sed.spec_augment = sed.spec_augment, None
@@ -468,7 +475,8 @@ def parse_args(argv=None):
     p.add_argument("--sed-batch", type=int, default=0, help="override the preset's SED batch size")
     p.add_argument("--sed-feeders", type=int, default=0,
                    help="worker processes that cut and augment SED batches (a GPU outruns the one trainer process "
-                        "doing it; they replace the scene pool's workers for a --train sed run)")
+                        "doing it; they replace the scene pool's workers for a --train sed run, which with "
+                        "--rehearse starts a third as many again for the teacher's windows)")
     p.add_argument("--windows-per-scene", type=float, default=16.0,
                    help="with --sed-feeders: SED windows cut per fresh scene a worker makes")
     p.add_argument("--minutes", type=float, default=0.0,

@@ -143,9 +143,13 @@ def test_rehearsal_distils_towards_the_teacher_and_is_zero_gradient_at_the_teach
     pool = ScenePool(SceneConfig(sr=16000, duration=3.0), None, 5, 4, workers=0)
     import numpy as np
 
+    from export.data import sed_batch
+
+    audio = sed_batch(pool.sample(4), cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop, 16000, np.random.default_rng(0))[0]
+
     def loss_and_grad(net):
         net.zero_grad()
-        loss = rehearsal_loss(net, teacher, pool, 4, cfg, 16000, np.random.default_rng(0), torch.device("cpu"), None)
+        loss = rehearsal_loss(net, teacher, audio, torch.device("cpu"), None)
         loss.backward()
         return loss.item(), sum(float(p.grad.abs().sum()) for p in net.parameters() if p.grad is not None)
 
@@ -162,6 +166,13 @@ def test_rehearsal_distils_towards_the_teacher_and_is_zero_gradient_at_the_teach
     recipe = json.loads(torch.load(run / "checkpoint.pt", weights_only=True)["recipe_json"])
     assert recipe["rehearse"] == {"teacher": str(parent / "checkpoint.pt"), "weight": 0.5, "separator_share": 0.5}
     assert "distill" in json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+
+    # The GPU path: a SED-only run with feeders takes the teacher's windows from feeder processes too.
+    fed = tmp_path / "fed"
+    train_main(["--preset", "test", "--out", str(fed), "--quiet", "--init", str(parent / "checkpoint.pt"),
+                "--rehearse", str(parent / "checkpoint.pt"), "--train", "sed", "--sed-feeders", "1", "--steps", "3"])
+    last = json.loads((fed / "log.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 3 and np.isfinite(last["distill"]) and last["distill"] >= 0
 
 
 def test_a_feeder_trained_sed_only_run_stops_at_its_time_budget_and_records_it(tmp_path):
