@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 
 from export.models import ModelConfig, SedBodyExport, SedExport, SedFrontEnd, SedNet, SeparatorNet, mixture_stft
-from stream_s5.bundle import load_bundle
+from stream_s5.bundle import BundleError, load_bundle
 from stream_s5.labels import CLASSES
 from stream_s5.tracker import TrackerOptions
 
@@ -339,7 +339,7 @@ def main(argv=None):
     try:
         manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots, sed_checkpoint=args.sed_from,
                                  guide_checkpoint=args.guide_sed_from, guide_detects=args.guide_detects)
-    except VerificationError as exc:
+    except (VerificationError, BundleError) as exc:  # BundleError: the runtime's own checks refused the staged bundle
         p.exit(2, f"export.bundle: nothing written: {exc}\n")
     print(json.dumps(manifest["provenance"]["verification"]["max_abs_diff"]))
     print(f"bundle written to {args.out}")

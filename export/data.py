@@ -179,6 +179,8 @@ class ScenePool:
     def close(self):
         for proc in self._procs:
             proc.terminate()
+        for proc in self._procs:
+            proc.join(timeout=5)
 
 
 class SedBatchFeed:
@@ -205,17 +207,28 @@ class SedBatchFeed:
             self._procs.append(proc)
 
     def get(self, timeout: float = 600.0):
-        """(audio [B, window], clip labels [B, 18], frame labels [B, n_frames, 18]) as tensors."""
-        try:
-            arrays = self.queue.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"no SED batch from the feed workers in {timeout:.0f} s (a worker died?)") from None
+        """(audio [B, window], clip labels [B, 18], frame labels [B, n_frames, 18]) as tensors. Raises as soon
+        as a worker has died (a bad bank, out of memory): a silent one would slow or stall a paid GPU lease."""
+        waited = 0.0
+        while True:
+            try:
+                arrays = self.queue.get(timeout=min(2.0, max(timeout - waited, 0.01)))
+                break
+            except queue.Empty:
+                waited += 2.0
+                dead = [p.exitcode for p in self._procs if p.exitcode is not None]
+                if dead:
+                    raise RuntimeError(f"{len(dead)} SED feed worker(s) died (exit codes {dead})") from None
+                if waited >= timeout:
+                    raise RuntimeError(f"no SED batch from the feed workers in {timeout:.0f} s") from None
         self.batches += 1
         return tuple(torch.from_numpy(a) for a in arrays)
 
     def close(self):
         for proc in self._procs:
             proc.terminate()
+        for proc in self._procs:
+            proc.join(timeout=5)
 
 
 def _sed_feed_worker(out_queue, scene_cfg, soundbank_dir, seed, worker, stream, p_real, p_channel, batch, geometry,

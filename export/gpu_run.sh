@@ -10,7 +10,11 @@
 # (`write_packed(..., max_per_folder=45, max_seconds=12)`: the 64 MiB carry limit).
 # DEVICE=cpu MINUTES=0.3 FEEDERS=1 BATCH=16 runs the same steps here (a dry run before a lease); SPEED=0 skips
 # the speed probe, AMP= trains in float32.
+# Exit codes: 3 the wheels did not install, 4 the fail-fast check failed, 5 the speed probe failed; otherwise
+# the trainer's.
 set -u -o pipefail
+: "${OUT:?set OUT to the folder for the results}"
+mkdir -p "$OUT"
 CARRY=${CARRY:-.gpu}
 DEVICE=${DEVICE:-cuda}
 MINUTES=${MINUTES:-5.5}
@@ -27,11 +31,12 @@ else
     export PYTHONPATH=$PWD
 fi
 # Fail in seconds, not minutes, when something the run needs is missing.
-python3 -c "
-import torch, soundfile, soxr, pyroomacoustics, rich, export.train, export.train_speed
+DEVICE="$DEVICE" CARRY="$CARRY" python3 -c "
+import os, torch, soundfile, soxr, pyroomacoustics, rich, export.train, export.train_speed
 from stream_s5.synth.soundbank import Soundbank
-assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA device'
-print('torch', torch.__version__, 'bank clips', len(Soundbank.from_folder('$CARRY/realbank8_train.npz', 16000).available_classes))
+assert os.environ['DEVICE'] == 'cpu' or torch.cuda.is_available(), 'no CUDA device'
+bank = Soundbank.from_folder(os.path.join(os.environ['CARRY'], 'realbank8_train.npz'), 16000)
+print('torch', torch.__version__, 'bank classes with real clips', len(bank.available_classes))
 " || exit 4
 SPEED_SED=${SPEED_SED:-32 128 512}
 if [ "${SPEED:-1}" = 1 ]; then

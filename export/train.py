@@ -226,6 +226,7 @@ def train(args) -> Path:
     opt_sed = torch.optim.AdamW(sed.parameters(), lr=preset["lr"], weight_decay=0.01)
     opt_sep = torch.optim.AdamW(sep.parameters(), lr=preset["lr"], weight_decay=0.01)
     step, elapsed = 0, 0.0
+    warm_s = None  # training time at which warm-up ended (the time budget's cosine starts there)
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True, map_location="cpu")  # optimiser state follows below
         cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
@@ -237,6 +238,8 @@ def train(args) -> Path:
         opt_sed.load_state_dict(state["opt_sed"])
         opt_sep.load_state_dict(state["opt_sep"])
         step, elapsed = int(state["step"]), float(state["elapsed_s"])
+        warm = float(state.get("warm_s", 0.0))  # older checkpoints: count the budget from the start
+        warm_s = None if warm < 0 else warm
         print(f"resumed {ckpt_path} at step {step}", flush=True)
 
     if args.p_real is not None:
@@ -254,21 +257,8 @@ def train(args) -> Path:
     else:
         soundbank_dir = ensure_soundbank(args, preset)
     p_real = preset.get("p_real") if soundbank_dir else None
-    # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
-    feed = None
-    if args.sed_feeders and args.train != "separator":
-        if dcase:
-            raise SystemExit("export.train: --sed-feeders does not take --dcase scenes yet")
-        feed = SedBatchFeed(scene_cfg, soundbank_dir, args.seed, args.sed_feeders, preset["sed_batch"], cfg.sed.window,
-                            cfg.sed.n_patches, cfg.sed.frame_hop, stream=step, p_real=p_real,
-                            p_channel=float(preset.get("p_channel", 0.0)), windows_per_scene=args.windows_per_scene,
-                            local_pool=min(128, max(32, preset["pool"] // args.sed_feeders)))
-    pool = None
-    if args.train != "sed" or feed is None:  # with a feed, a SED-only run needs no scene pool of its own
-        pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
-                         stream=step, p_real=p_real, dcase=dcase)
-    teacher, rehearsal, rehearsal_feed = None, None, None
-    if args.rehearse:
+    teacher, rehearsal = None, None
+    if args.rehearse:  # checked before any worker process starts
         # Learning without forgetting: fine-tuning on real recordings must keep the procedural world, where
         # the parent's outputs are the reference. The teacher is frozen; its scenes are the parent's own recipe.
         teacher_state = torch.load(args.rehearse, weights_only=True, map_location="cpu")
@@ -278,64 +268,88 @@ def train(args) -> Path:
         teacher = SedNet(teacher_cfg.sed)
         teacher.load_state_dict(teacher_state["sed"])
         teacher.eval().requires_grad_(False)
-        rehearsal_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
-                                    room=args.channels > 1)
-        if feed is not None and args.train == "sed":
-            # The teacher's windows come from feeders too (a third of them again): cut in the trainer,
-            # they held the first GPU run at 123 ms a step against ~55 ms of GPU work (docs/model.md).
-            helpers = max(1, args.sed_feeders // 3)
-            rehearsal_feed = SedBatchFeed(rehearsal_cfg, None, args.seed + 7919, helpers, preset["sed_batch"] // 2,
-                                          cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop, stream=step,
-                                          windows_per_scene=args.windows_per_scene,
-                                          local_pool=min(128, max(32, 256 // helpers)))
-        else:  # the separator's rehearsal batches need whole scenes
-            rehearsal = ScenePool(rehearsal_cfg, None, args.seed + 7919, min(preset["pool"], 256),
-                                  workers=min(preset["workers"], 1), stream=step)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    sed.to(device), sep.to(device)
-    if teacher is not None:
-        teacher.to(device)
-    for opt in (opt_sed, opt_sep):  # optimiser state follows its parameters (resume on another device)
-        for value in opt.state.values():
-            for key, tensor in value.items():
-                if torch.is_tensor(tensor) and key != "step":
-                    value[key] = tensor.to(device)
-    amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    sed.spec_augment = tuple(preset["spec_augment"]) if preset.get("spec_augment") else None
-    p_channel = float(preset.get("p_channel", 0.0))
-    rng = np.random.default_rng([args.seed, 3, step])
-    sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
-    recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
-              "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "dcase": dcase, "threads": args.threads,
-              "init": args.init, "rehearse": args.rehearse and {"teacher": args.rehearse, "weight": args.rehearse_weight,
-                                                                 "separator_share": args.rehearse_separator},
-              "device": device.type, "amp": str(amp_dtype) if amp_dtype else None}
+    if args.sed_feeders and dcase:
+        raise SystemExit("export.train: --sed-feeders does not take --dcase scenes yet")
+    pool = feed = rehearsal_feed = None
+    try:  # worker processes start here: any failure before the training loop must stop them
+        # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
+        feed = None
+        if args.sed_feeders and args.train != "separator":
+            feed = SedBatchFeed(scene_cfg, soundbank_dir, args.seed, args.sed_feeders, preset["sed_batch"], cfg.sed.window,
+                                cfg.sed.n_patches, cfg.sed.frame_hop, stream=step, p_real=p_real,
+                                p_channel=float(preset.get("p_channel", 0.0)), windows_per_scene=args.windows_per_scene,
+                                local_pool=min(128, max(32, preset["pool"] // args.sed_feeders)))
+        pool = None
+        if args.train != "sed" or feed is None:  # with a feed, a SED-only run needs no scene pool of its own
+            pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
+                             stream=step, p_real=p_real, dcase=dcase)
+        if teacher is not None:
+            rehearsal_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
+                                        room=args.channels > 1)
+            if feed is not None and args.train == "sed":
+                # The teacher's windows come from feeders too (a third of them again): cut in the trainer, they
+                # were the likely brake of the GPU runs (123 ms a step against ~55 ms of GPU work, docs/model.md).
+                helpers = max(1, args.sed_feeders // 3)
+                rehearsal_feed = SedBatchFeed(rehearsal_cfg, None, args.seed + 7919, helpers, preset["sed_batch"] // 2,
+                                              cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop, stream=step,
+                                              windows_per_scene=args.windows_per_scene,
+                                              local_pool=min(128, max(32, 256 // helpers)))
+            else:  # the separator's rehearsal batches need whole scenes
+                rehearsal = ScenePool(rehearsal_cfg, None, args.seed + 7919, min(preset["pool"], 256),
+                                      workers=min(preset["workers"], 1), stream=step)
+        device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+        sed.to(device), sep.to(device)
+        if teacher is not None:
+            teacher.to(device)
+        for opt in (opt_sed, opt_sep):  # optimiser state follows its parameters (resume on another device)
+            for value in opt.state.values():
+                for key, tensor in value.items():
+                    if torch.is_tensor(tensor) and key != "step":
+                        value[key] = tensor.to(device)
+        amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.amp else None
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        sed.spec_augment = tuple(preset["spec_augment"]) if preset.get("spec_augment") else None
+        p_channel = float(preset.get("p_channel", 0.0))
+        rng = np.random.default_rng([args.seed, 3, step])
+        sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
+        recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
+                  "seed": args.seed, "train": args.train, "scene": asdict(scene_cfg), "soundbank": soundbank_dir, "dcase": dcase, "threads": args.threads,
+                  "init": args.init, "rehearse": args.rehearse and {"teacher": args.rehearse, "weight": args.rehearse_weight,
+                                                                     "separator_share": args.rehearse_separator},
+                  "device": device.type, "amp": str(amp_dtype) if amp_dtype else None}
 
-    def snapshot():
-        return {"config_json": json.dumps(cfg.to_dict()), "recipe_json": json.dumps(recipe),
-                "sed": sed.state_dict(), "separator": sep.state_dict(),
-                "opt_sed": opt_sed.state_dict(), "opt_sep": opt_sep.state_dict(),
-                "step": step, "elapsed_s": elapsed}
+        def snapshot():
+            return {"config_json": json.dumps(cfg.to_dict()), "recipe_json": json.dumps(recipe),
+                    "sed": sed.state_dict(), "separator": sep.state_dict(),
+                    "opt_sed": opt_sed.state_dict(), "opt_sep": opt_sep.state_dict(),
+                    "step": step, "elapsed_s": elapsed, "warm_s": -1.0 if warm_s is None else warm_s}
 
-    stop = {"now": False}
-    previous_handler = signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
-    log = open(out / "log.jsonl", "a")
-    sed.train(), sep.train()
-    train_sed, train_separator = args.train != "separator", args.train != "sed"
-    t_last = time.time()
-    running: dict[str, float] = {}
+        stop = {"now": False}
+        previous_handler = signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
+        log = open(out / "log.jsonl", "a")
+        sed.train(), sep.train()
+        train_sed, train_separator = args.train != "separator", args.train != "sed"
+        t_last = time.time()
+        running: dict[str, float] = {}
+    except BaseException:
+        for source in (pool, feed, rehearsal, rehearsal_feed):
+            if source is not None:
+                source.close()
+        raise
     with Progress(TextColumn("[bold]train[/] {task.fields[info]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), disable=args.quiet) as progress:
         task = progress.add_task("train", total=preset["steps"], completed=step, info="")
         try:
             budget_s = 60.0 * preset["minutes"] if preset.get("minutes") else None
             while step < preset["steps"] and not stop["now"] and (budget_s is None or elapsed < budget_s):
+                if warm_s is None and step >= preset["warmup"]:
+                    warm_s = elapsed  # the cosine's share of the budget starts where warm-up ended
                 if pool is not None:
                     pool.refresh(max_new=preset["fresh_scenes"])
                 if rehearsal is not None:
                     rehearsal.refresh(max_new=max(1, preset["fresh_scenes"] // 3))
-                lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"], elapsed / budget_s if budget_s else 0.0)
+                time_progress = (elapsed - warm_s) / max(budget_s - warm_s, 1e-9) if budget_s and warm_s is not None else 0.0
+                lr = lr_at(step, preset["steps"], preset["warmup"], preset["lr"], time_progress)
                 for group in opt_sed.param_groups + opt_sep.param_groups:
                     group["lr"] = lr
 
@@ -383,9 +397,10 @@ def train(args) -> Path:
                 if "sep" in running:
                     shown.append(f"sep {running['sep']:+.2f} dB")
                 progress.update(task, completed=step, info=" ".join(shown + [f"lr {lr:.1e}"]))
-                if step % 25 == 0 or step == preset["steps"]:
+                last = step == preset["steps"] or stop["now"] or (budget_s is not None and elapsed >= budget_s)
+                if step % 25 == 0 or last:
                     health = {"passes": passes} if train_separator else {}
-                    if train_separator and (step % preset["checkpoint_every"] == 0 or step == preset["steps"]):
+                    if train_separator and (step % preset["checkpoint_every"] == 0 or last):
                         with torch.no_grad():
                             waves = [causal_istft(e.float(), cfg.separator.n_fft, cfg.separator.hop)
                                      for e in sep.refine(spec, onehot, activity, cfg.separator.max_passes)]
@@ -480,8 +495,9 @@ def parse_args(argv=None):
     p.add_argument("--windows-per-scene", type=float, default=16.0,
                    help="with --sed-feeders: SED windows cut per fresh scene a worker makes")
     p.add_argument("--minutes", type=float, default=0.0,
-                   help="stop after this much training time (checkpoint kept); the learning rate's cosine follows "
-                        "whichever of steps and time is further along, so a time-boxed run still anneals")
+                   help="stop after this much training time (checkpoint kept; give it again with --resume); after the "
+                        "warm-up (in steps) the learning rate's cosine follows whichever of steps and the time left is "
+                        "further along, so a time-boxed run still anneals")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the scene worker takes another core)")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)

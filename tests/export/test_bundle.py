@@ -241,6 +241,9 @@ def test_a_manifest_the_runtime_would_refuse_is_never_written(trained, tmp_path,
         return manifest
 
     monkeypatch.setattr(exporter, "bundle_manifest", broken)
-    with pytest.raises(BundleError):
+    with pytest.raises(BundleError, match="off_threshold"):
         export_bundle(trained[0], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as stop:  # the CLI: a message and exit code 2, not a traceback
+        exporter.main(["--checkpoint", str(trained[0]), "--out", str(tmp_path / "bad")])
+    assert stop.value.code == 2 and not (tmp_path / "bad").exists()

@@ -134,3 +134,18 @@ def test_the_compressor_leaves_a_silent_window_silent_without_dividing_by_zero()
         for seed in range(20):
             y = nonlinear_channel(np.zeros(20480, np.float32), np.random.default_rng(seed), 16000)
             assert np.isfinite(y).all() and not y.any()
+
+
+def test_a_dead_feed_worker_is_reported_at_once_not_after_the_timeout(tmp_path):
+    from export.data import SedBatchFeed
+
+    missing = tmp_path / "no_such_bank"  # the workers fail opening it
+    feed = SedBatchFeed(SceneConfig(duration=2.0), str(missing), seed=0, workers=1, batch=2, window=20480, n_frames=32,
+                        frame_hop=640, local_pool=1, windows_per_scene=4)
+    start = time.time()
+    try:
+        with pytest.raises(RuntimeError, match="died"):
+            feed.get(timeout=300)
+    finally:
+        feed.close()
+    assert time.time() - start < 60

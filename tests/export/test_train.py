@@ -188,6 +188,32 @@ def test_a_feeder_trained_sed_only_run_stops_at_its_time_budget_and_records_it(t
     assert all(torch.isfinite(v).all() for v in state["sed"].values() if v.is_floating_point())
 
 
+def test_on_cpu_moves_every_tensor_of_a_nested_checkpoint(monkeypatch):
+    from export.train import on_cpu
+
+    moved = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self: moved.append(self.shape) or real_cpu(self))
+    state = {"sed": {"w": torch.ones(2)}, "opt": {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"params": [0]}]},
+             "pair": (torch.ones(4), 5), "step": 7}
+    out = on_cpu(state)
+    assert sorted(moved) == sorted([torch.Size([2]), torch.Size([3]), torch.Size([4])])
+    assert out["step"] == 7 and out["opt"]["param_groups"] == [{"params": [0]}] and isinstance(out["pair"], tuple)
+
+
+def test_a_time_boxed_run_anneals_after_its_warm_up(tmp_path):
+    """The cosine's share of the budget starts where warm-up ended: a warm-up that takes most of the budget
+    still leaves a gradual anneal, not a drop from the peak to the floor."""
+    train_main(["--preset", "test", "--out", str(tmp_path), "--quiet", "--train", "sed", "--steps", "100000",
+                "--minutes", "0.1", "--lr", "1e-3"])
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert lines[-1]["step"] == state["step"]  # the stop on the budget writes its log line
+    assert 0 <= state["warm_s"] < state["elapsed_s"]  # the test preset warms up in one step
+    rates = [line["lr"] for line in lines]
+    assert rates[-1] < 0.5e-3 and all(b <= a + 1e-12 for a, b in zip(rates, rates[1:]))
+
+
 def test_the_learning_rate_anneals_over_whichever_of_steps_and_time_is_further():
     from export.train import lr_at
 
