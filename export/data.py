@@ -187,32 +187,43 @@ class SedBatchFeed:
     """Ready SED batches from worker processes, for a trainer that is faster than one core can cut windows
     (a GPU: the window augmentation is ~1 ms of numpy per window, 30 ms per batch of 32, and the model
     step is less than that on a GPU). Each worker keeps its own pool of recent scenes, swaps in a fresh
-    scene for every `windows_per_scene` windows it cuts, and puts whole `sed_batch` results into a
-    bounded queue. Scene seeds are apart from `ScenePool`'s (worker ids from 1000)."""
+    scene for every `windows_per_scene` windows it cuts, and writes whole `sed_batch` results into one of
+    its `slots` batch buffers in shared memory; the queues carry only slot numbers. (Through a pipe, a
+    batch of 128 windows — 10.5 MB — took 34 ms to arrive on this CPU, twice per step: docs/model.md.)
+    Scene seeds are apart from `ScenePool`'s (worker ids from 1000)."""
 
     def __init__(self, scene_cfg: SceneConfig, soundbank_dir: str | None, seed: int, workers: int, batch: int,
                  window: int, n_frames: int, frame_hop: int, stream: int = 0, p_real: float | None = None,
-                 p_channel: float = 0.0, local_pool: int = 64, windows_per_scene: float = 16.0):
-        if workers < 1 or batch < 1 or local_pool < 1 or windows_per_scene <= 0:
-            raise ValueError("SedBatchFeed needs at least one worker, a batch, a pool and windows_per_scene > 0")
-        ctx = mp.get_context("fork")
-        self.queue = ctx.Queue(maxsize=2 * workers)
+                 p_channel: float = 0.0, local_pool: int = 64, windows_per_scene: float = 16.0, slots: int = 2):
+        if workers < 1 or batch < 1 or local_pool < 1 or windows_per_scene <= 0 or slots < 1:
+            raise ValueError("SedBatchFeed needs at least one worker, a batch, a pool, a slot and windows_per_scene > 0")
+        ctx = mp.get_context("fork")  # the shared buffers are inherited by the forked workers
+        shapes = ((batch, window), (batch, len(CLASSES)), (batch, n_frames, len(CLASSES)))
+        self._buffers = [[tuple(np.frombuffer(ctx.RawArray("f", int(np.prod(shape))), dtype=np.float32).reshape(shape)
+                                for shape in shapes) for _ in range(slots)] for _ in range(workers)]
+        self._ready = ctx.Queue()
+        self._free = [ctx.Queue() for _ in range(workers)]
+        for free in self._free:
+            for slot in range(slots):
+                free.put(slot)
         self.batches = 0
         self._procs = []
         for w in range(workers):
             proc = ctx.Process(target=_sed_feed_worker, daemon=True,
-                               args=(self.queue, scene_cfg, soundbank_dir, seed, 1000 + w, stream, p_real, p_channel,
-                                     batch, (window, n_frames, frame_hop, scene_cfg.sr), local_pool, windows_per_scene))
+                               args=(self._ready, self._free[w], self._buffers[w], w, scene_cfg, soundbank_dir, seed,
+                                     1000 + w, stream, p_real, p_channel, batch, (window, n_frames, frame_hop, scene_cfg.sr),
+                                     local_pool, windows_per_scene))
             proc.start()
             self._procs.append(proc)
 
     def get(self, timeout: float = 600.0):
-        """(audio [B, window], clip labels [B, 18], frame labels [B, n_frames, 18]) as tensors. Raises as soon
-        as a worker has died (a bad bank, out of memory): a silent one would slow or stall a paid GPU lease."""
+        """(audio [B, window], clip labels [B, 18], frame labels [B, n_frames, 18]) as tensors (copies: the
+        slot goes straight back to its worker). Raises as soon as a worker has died (a bad bank, out of
+        memory): a silent one would slow or stall a paid GPU lease."""
         waited = 0.0
         while True:
             try:
-                arrays = self.queue.get(timeout=min(2.0, max(timeout - waited, 0.01)))
+                worker, slot = self._ready.get(timeout=min(2.0, max(timeout - waited, 0.01)))
                 break
             except queue.Empty:
                 waited += 2.0
@@ -221,8 +232,10 @@ class SedBatchFeed:
                     raise RuntimeError(f"{len(dead)} SED feed worker(s) died (exit codes {dead})") from None
                 if waited >= timeout:
                     raise RuntimeError(f"no SED batch from the feed workers in {timeout:.0f} s") from None
+        batch = tuple(torch.from_numpy(a.copy()) for a in self._buffers[worker][slot])
+        self._free[worker].put(slot)
         self.batches += 1
-        return tuple(torch.from_numpy(a) for a in arrays)
+        return batch
 
     def close(self):
         for proc in self._procs:
@@ -231,8 +244,8 @@ class SedBatchFeed:
             proc.join(timeout=5)
 
 
-def _sed_feed_worker(out_queue, scene_cfg, soundbank_dir, seed, worker, stream, p_real, p_channel, batch, geometry,
-                     local_pool, windows_per_scene):
+def _sed_feed_worker(ready, free, buffers, worker_index, scene_cfg, soundbank_dir, seed, worker, stream, p_real, p_channel,
+                     batch, geometry, local_pool, windows_per_scene):
     make = scene_maker(scene_cfg, soundbank_dir, seed, p_real)
     rng = np.random.default_rng([seed, 5, worker, stream])
     made = 0
@@ -251,9 +264,12 @@ def _sed_feed_worker(out_queue, scene_cfg, soundbank_dir, seed, worker, stream, 
         while owed >= 1.0:
             pool[rng.integers(len(pool))] = fresh()
             owed -= 1.0
-        audio, clips, frames = sed_batch([pool[i] for i in rng.integers(len(pool), size=batch)], window, n_frames,
-                                         frame_hop, sample_rate, rng, p_channel=p_channel)
-        out_queue.put((audio.numpy(), clips.numpy(), frames.numpy()))
+        result = sed_batch([pool[i] for i in rng.integers(len(pool), size=batch)], window, n_frames, frame_hop,
+                           sample_rate, rng, p_channel=p_channel)
+        slot = free.get()  # blocks while the trainer holds every slot of this worker
+        for target, made_now in zip(buffers[slot], result):
+            target[...] = made_now.numpy()
+        ready.put((worker_index, slot))
 
 
 # ----------------------------------------------------------------------------------------------

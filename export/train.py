@@ -287,8 +287,8 @@ def train(args) -> Path:
             rehearsal_cfg = SceneConfig(sr=args.sample_rate, duration=preset["scene_seconds"], channels=args.channels,
                                         room=args.channels > 1)
             if feed is not None and args.train == "sed":
-                # The teacher's windows come from feeders too (a third of them again): cut in the trainer, they
-                # were the likely brake of the GPU runs (123 ms a step against ~55 ms of GPU work, docs/model.md).
+                # The teacher's windows come from feeders too (a third of them again), through shared memory: the
+                # rehearsal pool's 4 fresh scenes a step (~3 MB) would otherwise reach the trainer through a pipe.
                 helpers = max(1, args.sed_feeders // 3)
                 rehearsal_feed = SedBatchFeed(rehearsal_cfg, None, args.seed + 7919, helpers, preset["sed_batch"] // 2,
                                               cfg.sed.window, cfg.sed.n_patches, cfg.sed.frame_hop, stream=step,

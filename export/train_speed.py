@@ -4,6 +4,8 @@
     python -m export.train_speed --init checkpoints/real7.pt --device cpu --threads 1 --out speed_cpu.json
     python -m export.train_speed --init checkpoints/real7.pt --device cuda --amp --out speed_gpu.json
 
+    python -m export.train_speed --handover --sed-batches 128 --out handover.json
+
 One JSON row per (part, batch): median and quartiles of the seconds per update over `--repeats` timed
 updates after `--warmup` untimed ones (CUDA synchronised around each), and windows per second. The
 speed-up of a GPU over this CPU is the ratio of two such files (docs/model.md, GPU training).
@@ -79,6 +81,50 @@ def measure(cfg: ModelConfig, device: torch.device, amp: bool, sed_batches, sep_
     return rows
 
 
+def _pipe_producer(out_queue, batch: int, window: int, n: int):
+    arrays = (np.random.default_rng(0).standard_normal((batch, window)).astype(np.float32),
+              np.zeros((batch, 18), np.float32), np.zeros((batch, 32, 18), np.float32))
+    for _ in range(n):
+        out_queue.put(arrays)
+
+
+def measure_handover(batch: int, repeats: int, settle_s: float = 2.0) -> list[dict]:
+    """How long the trainer waits for a batch that a feeder process has already made: through a
+    multiprocessing queue (pickled through a pipe, as SedBatchFeed did in the GPU leases) and through
+    SedBatchFeed's shared-memory slots. Each get is timed after `settle_s` of waiting, so the batch is ready."""
+    import multiprocessing as mp
+
+    from export.data import SedBatchFeed
+    from stream_s5.synth.scenes import SceneConfig
+
+    ctx = mp.get_context("fork")
+    pipe = ctx.Queue(maxsize=2)
+    producer = ctx.Process(target=_pipe_producer, args=(pipe, batch, 20480, repeats + 1), daemon=True)
+    producer.start()
+    pipe.get()
+    times = []
+    for _ in range(repeats):
+        time.sleep(settle_s)
+        t0 = time.perf_counter()
+        pipe.get()
+        times.append(time.perf_counter() - t0)
+    producer.join(timeout=10)
+    rows = [_row("handover_pipe", batch, times)]
+    feed = SedBatchFeed(SceneConfig(duration=4.0), None, 0, workers=1, batch=batch, window=20480, n_frames=32,
+                        frame_hop=640, local_pool=4, windows_per_scene=1e9)
+    try:
+        feed.get(timeout=300)
+        times = []
+        for _ in range(repeats):
+            time.sleep(settle_s)
+            t0 = time.perf_counter()
+            feed.get()
+            times.append(time.perf_counter() - t0)
+    finally:
+        feed.close()
+    return rows + [_row("handover_shared_memory", batch, times)]
+
+
 def _row(part: str, batch: int, times: list[float]) -> dict:
     q1, median, q3 = (float(np.percentile(times, q)) for q in (25, 50, 75))
     return {"part": part, "batch": batch, "median_s": median, "q1_s": q1, "q3_s": q3, "repeats": len(times),
@@ -87,7 +133,10 @@ def _row(part: str, batch: int, times: list[float]) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init", required=True, help="a checkpoint: its architecture is timed (weights are not needed)")
+    p.add_argument("--init", default=None, help="a checkpoint: its architecture is timed (weights are not needed)")
+    p.add_argument("--handover", action="store_true",
+                   help="time instead how a ready SED batch reaches the trainer from a feeder process (pipe against "
+                        "shared memory), at each of --sed-batches")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--threads", type=int, default=1)
@@ -100,10 +149,15 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("export.train_speed: --device cuda but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
-    state = torch.load(args.init, weights_only=True, map_location="cpu")
-    cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
     device = torch.device(args.device)
-    rows = measure(cfg, device, args.amp, args.sed_batches, args.sep_batches, args.warmup, args.repeats)
+    if args.handover:
+        rows = [row for batch in args.sed_batches for row in measure_handover(batch, args.repeats)]
+    else:
+        if not args.init:
+            raise SystemExit("export.train_speed: --init CHECKPOINT is needed (the architecture to time)")
+        state = torch.load(args.init, weights_only=True, map_location="cpu")
+        cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
+        rows = measure(cfg, device, args.amp, args.sed_batches, args.sep_batches, args.warmup, args.repeats)
     machine = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine(),
                "torch": torch.__version__, "threads": args.threads, "amp": args.amp,
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -149,3 +149,11 @@ def test_a_dead_feed_worker_is_reported_at_once_not_after_the_timeout(tmp_path):
     finally:
         feed.close()
     assert time.time() - start < 60
+
+
+def test_the_handover_measurement_times_both_paths():
+    from export.train_speed import measure_handover
+
+    rows = measure_handover(batch=4, repeats=2, settle_s=0.05)
+    assert [r["part"] for r in rows] == ["handover_pipe", "handover_shared_memory"]
+    assert all(r["median_s"] > 0 and r["repeats"] == 2 for r in rows)
