@@ -97,32 +97,29 @@ def measure_handover(batch: int, repeats: int, settle_s: float = 2.0) -> list[di
     from export.data import SedBatchFeed
     from stream_s5.synth.scenes import SceneConfig
 
-    ctx = mp.get_context("fork")
-    pipe = ctx.Queue(maxsize=2)
-    producer = ctx.Process(target=_pipe_producer, args=(pipe, batch, 20480, repeats + 1), daemon=True)
-    producer.start()
-    pipe.get()
-    times = []
-    for _ in range(repeats):
-        time.sleep(settle_s)
-        t0 = time.perf_counter()
-        pipe.get()
-        times.append(time.perf_counter() - t0)
-    producer.join(timeout=10)
-    rows = [_row("handover_pipe", batch, times)]
-    feed = SedBatchFeed(SceneConfig(duration=4.0), None, 0, workers=1, batch=batch, window=20480, n_frames=32,
-                        frame_hop=640, local_pool=4, windows_per_scene=1e9)
-    try:
-        feed.get(timeout=300)
+    def timed_gets(get) -> list[float]:
+        get()  # the first batch also waits for the producer to start
         times = []
         for _ in range(repeats):
             time.sleep(settle_s)
             t0 = time.perf_counter()
-            feed.get()
+            get()
             times.append(time.perf_counter() - t0)
+        return times
+
+    ctx = mp.get_context("fork")
+    pipe = ctx.Queue(maxsize=2)
+    producer = ctx.Process(target=_pipe_producer, args=(pipe, batch, 20480, repeats + 1), daemon=True)
+    producer.start()
+    rows = [_row("handover_pipe", batch, timed_gets(pipe.get))]
+    producer.join(timeout=10)
+    feed = SedBatchFeed(SceneConfig(duration=4.0), None, 0, workers=1, batch=batch, window=20480, n_frames=32,
+                        frame_hop=640, local_pool=4, windows_per_scene=1e9)
+    try:
+        rows.append(_row("handover_shared_memory", batch, timed_gets(lambda: feed.get(timeout=300))))
     finally:
         feed.close()
-    return rows + [_row("handover_shared_memory", batch, times)]
+    return rows
 
 
 def _row(part: str, batch: int, times: list[float]) -> dict:
