@@ -247,3 +247,28 @@ def test_a_manifest_the_runtime_would_refuse_is_never_written(trained, tmp_path,
     with pytest.raises(SystemExit) as stop:  # the CLI: a message and exit code 2, not a traceback
         exporter.main(["--checkpoint", str(trained[0]), "--out", str(tmp_path / "bad")])
     assert stop.value.code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_a_larger_detector_than_its_guide_body_exports_and_runs(trained, tmp_path):
+    """The `real_scratch` plan: a detector SED of another size (here wider and deeper) beside a guide body and a
+    separator of the first run's architecture, on the same front end."""
+    import torch
+
+    from export.models import ModelConfig, SedNet
+    from export.train import PRESETS
+    from stream_s5 import Engine, EngineOptions
+
+    ckpt, channels = trained
+    if channels != 1:
+        pytest.skip("the plan is for the mono bundle")
+    assert PRESETS["real_scratch"]["sed"]["dim"] > 128 and "rehearse" not in PRESETS["real_scratch"]
+    state = torch.load(ckpt, weights_only=True)
+    cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
+    bigger = ModelConfig.from_dict({**cfg.to_dict(), "sed": {**cfg.to_dict()["sed"], "dim": 48, "depth": 2}})
+    detector = {**state, "config_json": json.dumps(bigger.to_dict()), "sed": SedNet(bigger.sed).state_dict()}
+    torch.save(detector, tmp_path / "detector.pt")
+    manifest = export_bundle(ckpt, tmp_path / "b", sed_checkpoint=tmp_path / "detector.pt", guide_checkpoint=ckpt)
+    assert manifest["sed"]["outputs"]["class_embeddings"][-1] == 48
+    engine = Engine(load_bundle(tmp_path / "b"), classes="auto", device="cpu", options=EngineOptions(calibrate=False))
+    out = [engine.feed(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1), engine.flush()]
+    assert sum(o.length for o in out) == 16000
