@@ -109,6 +109,14 @@ def _scene_worker(out_queue, scene_cfg: SceneConfig, soundbank_dir, seed: int, w
         index += 1
 
 
+def stop_workers(procs: list) -> None:
+    """Terminate worker processes and wait (briefly) until they are gone."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 class ScenePool:
     """A pool of recent scenes refreshed by background workers. `workers=0` synthesises inline
     (deterministic, used by tests and the seconds-long preset). Each `stream` (the training step at
@@ -177,10 +185,7 @@ class ScenePool:
         return [self.pool[i] for i in self.rng.integers(len(self.pool), size=n)]
 
     def close(self):
-        for proc in self._procs:
-            proc.terminate()
-        for proc in self._procs:
-            proc.join(timeout=5)
+        stop_workers(self._procs)
 
 
 class SedBatchFeed:
@@ -189,7 +194,7 @@ class SedBatchFeed:
     step is less than that on a GPU). Each worker keeps its own pool of recent scenes, swaps in a fresh
     scene for every `windows_per_scene` windows it cuts, and writes whole `sed_batch` results into one of
     its `slots` batch buffers in shared memory; the queues carry only slot numbers. (Through a pipe, a
-    batch of 128 windows — 10.5 MB — took 34 ms to arrive on this CPU, twice per step: docs/model.md.)
+    ready batch of 128 windows — 10.5 MB — took 17 ms to arrive on this CPU, twice per step: docs/model.md.)
     Scene seeds are apart from `ScenePool`'s (worker ids from 1000)."""
 
     def __init__(self, scene_cfg: SceneConfig, soundbank_dir: str | None, seed: int, workers: int, batch: int,
@@ -238,10 +243,7 @@ class SedBatchFeed:
         return batch
 
     def close(self):
-        for proc in self._procs:
-            proc.terminate()
-        for proc in self._procs:
-            proc.join(timeout=5)
+        stop_workers(self._procs)
 
 
 def _sed_feed_worker(ready, free, buffers, worker_index, scene_cfg, soundbank_dir, seed, worker, stream, p_real, p_channel,

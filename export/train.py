@@ -278,16 +278,21 @@ def train(args) -> Path:
         teacher.eval().requires_grad_(False)
     if args.sed_feeders and dcase:
         raise SystemExit("export.train: --sed-feeders does not take --dcase scenes yet")
+    p_channel = float(preset.get("p_channel", 0.0))
     pool = feed = rehearsal_feed = None
+
+    def close_sources():
+        for source in (pool, feed, rehearsal, rehearsal_feed):
+            if source is not None:
+                source.close()
+
     try:  # worker processes start here: any failure before the training loop must stop them
         # On resume the workers start a new scene stream keyed by the step: no scene is seen twice.
-        feed = None
         if args.sed_feeders and args.train != "separator":
             feed = SedBatchFeed(scene_cfg, soundbank_dir, args.seed, args.sed_feeders, preset["sed_batch"], cfg.sed.window,
                                 cfg.sed.n_patches, cfg.sed.frame_hop, stream=step, p_real=p_real,
-                                p_channel=float(preset.get("p_channel", 0.0)), windows_per_scene=args.windows_per_scene,
+                                p_channel=p_channel, windows_per_scene=args.windows_per_scene,
                                 local_pool=min(128, max(32, preset["pool"] // args.sed_feeders)))
-        pool = None
         if args.train != "sed" or feed is None:  # with a feed, a SED-only run needs no scene pool of its own
             pool = ScenePool(scene_cfg, soundbank_dir, args.seed, preset["pool"], workers=preset["workers"],
                              stream=step, p_real=p_real, dcase=dcase)
@@ -317,7 +322,6 @@ def train(args) -> Path:
         amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.amp else None
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         sed.spec_augment = tuple(preset["spec_augment"]) if preset.get("spec_augment") else None
-        p_channel = float(preset.get("p_channel", 0.0))
         rng = np.random.default_rng([args.seed, 3, step])
         sep_len = int(preset["sep_seconds"] * args.sample_rate) // cfg.separator.hop * cfg.separator.hop
         recipe = {"preset": args.preset, **{k: v for k, v in preset.items() if k not in ("sed", "separator")},
@@ -340,9 +344,7 @@ def train(args) -> Path:
         t_last = time.time()
         running: dict[str, float] = {}
     except BaseException:
-        for source in (pool, feed, rehearsal, rehearsal_feed):
-            if source is not None:
-                source.close()
+        close_sources()
         raise
     with Progress(TextColumn("[bold]train[/] {task.fields[info]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), disable=args.quiet) as progress:
@@ -422,9 +424,7 @@ def train(args) -> Path:
             print("interrupted: saving checkpoint", flush=True)
         finally:
             save_checkpoint(ckpt_path, snapshot())
-            for source in (pool, feed, rehearsal, rehearsal_feed):
-                if source is not None:
-                    source.close()
+            close_sources()
             log.close()
             signal.signal(signal.SIGTERM, previous_handler)
     print(f"step {step}/{preset['steps']} in {elapsed / 60:.1f} min → {ckpt_path}", flush=True)
