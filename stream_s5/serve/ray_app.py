@@ -257,13 +257,19 @@ def deploy(options: ServerOptions, ray_options: RayOptions, timeout_s: float = 1
     when the ingress reaches every replica). Calling it again with other replica settings scales in
     place."""
     from ray import serve
+    from ray.exceptions import ActorDiedError
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
     options.check()
     ray_options.check()
     config = serve_config(options, ray_options)
-    client = serve_start(http_options=config["http_options"])
+    try:
+        client = serve_start(http_options=config["http_options"])
+    except ActorDiedError:
+        # On a loaded machine Serve's controller can kill an ingress actor that did not start in time
+        # and start another; the controller is up, so connect to it (the checks below wait for the new one).
+        client = serve_start(http_options=config["http_options"])
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": config["applications"]}))
     deadline = time.monotonic() + timeout_s
     time.sleep(0.5)  # the controller takes the new config first

@@ -40,6 +40,32 @@ def wait_idle(port, replicas, timeout_s=20.0):
         time.sleep(0.05)
 
 
+def open_on_both_replicas(url, count, timeout_s=45.0):
+    """`count` streams that cover both replicas. HAProxy's least-connections spreads them, but on a loaded
+    machine its health checks can hold a replica down for a few seconds (its streams then go to the other
+    one, or to Serve's fallback proxy): open another, dropping one from the fuller replica, until both
+    are covered (at most count + 1 open at a time)."""
+    from collections import Counter
+
+    engines, deadline = [], time.monotonic() + timeout_s
+    while True:
+        engines.append(RemoteEngine(url, input_rate=RATE))
+        if len(engines) > count:
+            fullest = Counter(e.replica for e in engines).most_common(1)[0][0]
+            dropped = next(e for e in engines if e.replica == fullest)
+            dropped.close()
+            engines.remove(dropped)
+        replicas = {e.replica for e in engines}
+        if len(engines) == count and len(replicas) == 2:
+            return engines
+        if time.monotonic() > deadline:
+            for eng in engines:
+                eng.close()
+            raise AssertionError(f"after {timeout_s:g} s the ingress still routed every stream to {replicas}")
+        if len(engines) == count:
+            time.sleep(0.5)
+
+
 class ServeProcess:
     """`stream-s5 serve --ray ...` in its own process (its own local Ray), stopped with SIGINT."""
 
@@ -180,8 +206,7 @@ def test_scale_down_drains_the_stopped_replicas_streams_with_a_reason(toy_bundle
         deploy(options, RayOptions(replicas=2, drain_poll_s=0.25), route_check_url=f"http://127.0.0.1:{port}/healthz")
         url = f"ws://127.0.0.1:{port}/ws"
         x = stream_inputs(1, seconds=40.0)[0]
-        engines = [RemoteEngine(url, input_rate=RATE) for _ in range(4)]
-        assert len({e.replica for e in engines}) == 2
+        engines = open_on_both_replicas(url, 4)
         for eng in engines:
             eng.feed(x[:RATE])
         t0 = time.monotonic()
