@@ -25,7 +25,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.models import ModelConfig, SedBodyExport, SedExport, SedFrontEnd, SedNet, SeparatorNet, mixture_stft
+from export.models import ModelConfig, SedBodyExport, SedEnsemble, SedExport, SedFrontEnd, SedNet, SeparatorNet, mixture_stft
 from stream_s5.bundle import BundleError, load_bundle
 from stream_s5.labels import CLASSES
 from stream_s5.tracker import TrackerOptions
@@ -114,13 +114,13 @@ def export_sed_body(cfg: ModelConfig, sed: SedNet, path: Path) -> None:
     torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def check_same_front_end(sed: SedNet, guide: SedNet) -> None:
-    """A guide body reads the detector's log-mel features (both SEDs must compute the same ones) and
-    gives frames at the same rate for the same classes."""
+def check_same_front_end(sed: SedNet, guide: SedNet, what: str = "the guide SED") -> None:
+    """A guide body (or a detector ensemble's member) reads the detector's log-mel features (both SEDs
+    must compute the same ones) and gives frames at the same rate for the same classes."""
     differ = [name for name in FRONT_END_FIELDS
               if getattr(sed.cfg, name, None) != getattr(guide.cfg, name, None)]
     if differ or not torch.equal(sed.mel, guide.mel) or not torch.equal(sed.stft_window, guide.stft_window):
-        raise VerificationError("the guide SED's front end differs from the detector's "
+        raise VerificationError(f"{what}'s front end differs from the detector's "
                                 f"({', '.join(differ) or 'mel filterbank or window'}): it cannot share its features")
 
 
@@ -278,7 +278,8 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
 
 def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dict | None = None,
                   sed_checkpoint=None, guide_checkpoint=None, guide_detects=()) -> dict:
-    """sed_checkpoint: take the SED from another run (ablations that change only the separator).
+    """sed_checkpoint: take the SED from another run (ablations that change only the separator); a list of
+    two or more: the detector is their mean (SedEnsemble).
     guide_checkpoint: a second run's SED becomes the guide body — its frame probabilities condition
     the separator, the first SED's decide the classes (sed.front_end.guide_body), except those in
     guide_detects, which the guide body decides too (sed.front_end.guide_detects)."""
@@ -289,10 +290,20 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
     if guide_detects and guide_checkpoint is None:
         raise VerificationError("--guide-detects needs --guide-sed-from (the guide body that decides those classes)")
     cfg, sed, sep, recipe = load_checkpoint(checkpoint)
-    if sed_checkpoint is not None:
-        sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoint)
+    sed_checkpoints = [sed_checkpoint] if isinstance(sed_checkpoint, (str, Path)) else list(sed_checkpoint or ())
+    if len(sed_checkpoints) == 1:
+        sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoints[0])
         cfg.sed = sed_cfg.sed
-        recipe = {**recipe, "sed_from": {"checkpoint": str(sed_checkpoint), **sed_recipe}}
+        recipe = {**recipe, "sed_from": {"checkpoint": str(sed_checkpoints[0]), **sed_recipe}}
+    elif sed_checkpoints:
+        # the detector is the mean of several SEDs (one graph); the first gives the front end and config
+        loaded = [load_checkpoint(path) for path in sed_checkpoints]
+        for path, (_, member, _, _) in zip(sed_checkpoints[1:], loaded[1:]):
+            check_same_front_end(loaded[0][1], member, f"the SED of {path}")
+        cfg.sed = loaded[0][0].sed
+        sed = SedEnsemble([member for _, member, _, _ in loaded])
+        recipe = {**recipe, "sed_from": {"ensemble": [{"checkpoint": str(path), **member_recipe}
+                                                      for path, (_, _, _, member_recipe) in zip(sed_checkpoints, loaded)]}}
     guide = None
     if guide_checkpoint is not None:
         _, guide, _, guide_recipe = load_checkpoint(guide_checkpoint)
@@ -328,7 +339,9 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--passes", type=int, default=2, help="refinement passes the bundle runs per block")
     p.add_argument("--slots", type=int, default=3, help="separator class slots")
-    p.add_argument("--sed-from", default=None, help="take the SED from this checkpoint instead")
+    p.add_argument("--sed-from", action="append", default=None,
+                   help="take the SED from this checkpoint instead; given more than once, the detector is the "
+                        "mean of those SEDs' probabilities (one graph; they must share the front end)")
     p.add_argument("--guide-sed-from", default=None,
                    help="add this checkpoint's SED as the guide body: its frame probabilities condition the "
                         "separator, the first SED's decide the classes")

@@ -258,6 +258,40 @@ class SedNet(nn.Module):
         }
 
 
+class SedEnsemble(nn.Module):
+    """Several trained SEDs as one detector: the mean of their clip and frame probabilities over the same
+    log-mel features (members must share the front end: export.bundle checks). The first member gives
+    the front end, the config and the class embeddings (the runtime does not read those). Export only."""
+
+    def __init__(self, members: list[SedNet]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two SEDs")
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+        self.eval()
+
+    @property
+    def stft_window(self) -> torch.Tensor:
+        return self.members[0].stft_window
+
+    @property
+    def mel(self) -> torch.Tensor:
+        return self.members[0].mel
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.members[0].log_mel(audio)
+
+    def forward(self, audio: torch.Tensor):
+        return self.from_log_mel(self.log_mel(audio))
+
+    def from_log_mel(self, log_mel: torch.Tensor):
+        outs = [m.from_log_mel(log_mel) for m in self.members]
+        return {"clip_probs": torch.stack([o["clip_probs"] for o in outs]).mean(0),
+                "frame_probs": torch.stack([o["frame_probs"] for o in outs]).mean(0),
+                "class_embeddings": outs[0]["class_embeddings"]}
+
+
 def spec_augment(feats: torch.Tensor, freq_masks: int, freq_width: int, time_masks: int, time_width: int) -> torch.Tensor:
     """Zero random mel bands and frame spans per item (SpecAugment) of normalised log-mel [B, M, T]."""
     batch, n_mels, frames = feats.shape

@@ -272,3 +272,47 @@ def test_a_larger_detector_than_its_guide_body_exports_and_runs(trained, tmp_pat
     engine = Engine(load_bundle(tmp_path / "b"), classes="auto", device="cpu", options=EngineOptions(calibrate=False))
     out = [engine.feed(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1), engine.flush()]
     assert sum(o.length for o in out) == 16000
+
+
+def test_several_seds_export_as_one_detector_that_gives_their_mean(trained, tmp_path, capsys):
+    """--sed-from given twice: the detector graph is the mean of both SEDs' probabilities (members of different
+    sizes on one front end); a member with other features is refused, naming it, and nothing is written."""
+    import torch
+
+    from export.bundle import load_checkpoint, main as bundle_main
+    from export.models import ModelConfig, SedExport, SedNet
+    from stream_s5.sessions import SedModel
+
+    ckpt, channels = trained
+    state = torch.load(ckpt, weights_only=True)
+    cfg = ModelConfig.from_dict(json.loads(state["config_json"]))
+    torch.manual_seed(1)
+    wider = ModelConfig.from_dict({**cfg.to_dict(), "sed": {**cfg.to_dict()["sed"], "dim": 48, "depth": 2}})
+    torch.save({**state, "config_json": json.dumps(wider.to_dict()), "sed": SedNet(wider.sed).state_dict()},
+               tmp_path / "wider.pt")
+    bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "mean"), "--sed-from", str(ckpt),
+                 "--sed-from", str(tmp_path / "wider.pt")])
+    manifest = json.loads((tmp_path / "mean" / "bundle.json").read_text())
+    members = manifest["provenance"]["recipe"]["sed_from"]["ensemble"]
+    assert [m["checkpoint"] for m in members] == [str(ckpt), str(tmp_path / "wider.pt")]
+    assert manifest["provenance"]["verification"]["max_abs_diff"]["sed_split"] < 1e-4
+
+    model = SedModel(load_bundle(tmp_path / "mean"), ["CPUExecutionProvider"])
+    audio = (0.1 * np.random.default_rng(0).standard_normal((2, model.window))).astype(np.float32)
+    with torch.no_grad():
+        first, second = (SedExport(load_checkpoint(p)[1])(torch.from_numpy(audio)) for p in (ckpt, tmp_path / "wider.pt"))
+    clip, frame = model(audio)
+    np.testing.assert_allclose(clip, (first[0] + second[0]).numpy() / 2, atol=1e-4)
+    np.testing.assert_allclose(frame, (first[1] + second[1]).numpy() / 2, atol=1e-4)
+    assert np.abs((first[1] - second[1]).numpy()).max() > 1e-3  # the members really differ
+
+    config = json.loads(state["config_json"])
+    config["sed"]["n_mels"] = config["sed"]["n_mels"] // 2
+    torch.save({**state, "config_json": json.dumps(config), "sed": SedNet(ModelConfig.from_dict(config).sed).state_dict()},
+               tmp_path / "other_features.pt")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "bad"), "--sed-from", str(ckpt),
+                     "--sed-from", str(tmp_path / "other_features.pt")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "other_features.pt" in err and "n_mels" in err and not (tmp_path / "bad").exists()
