@@ -277,9 +277,9 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
 
 
 def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dict | None = None,
-                  sed_checkpoint=None, guide_checkpoint=None, guide_detects=()) -> dict:
+                  sed_checkpoint=None, guide_checkpoint=None, guide_detects=(), sed_weights=None) -> dict:
     """sed_checkpoint: take the SED from another run (ablations that change only the separator); a list of
-    two or more: the detector is their mean (SedEnsemble).
+    two or more: the detector is their mean (SedEnsemble), weighted by sed_weights if given.
     guide_checkpoint: a second run's SED becomes the guide body — its frame probabilities condition
     the separator, the first SED's decide the classes (sed.front_end.guide_body), except those in
     guide_detects, which the guide body decides too (sed.front_end.guide_detects)."""
@@ -291,6 +291,10 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
         raise VerificationError("--guide-detects needs --guide-sed-from (the guide body that decides those classes)")
     cfg, sed, sep, recipe = load_checkpoint(checkpoint)
     sed_checkpoints = [sed_checkpoint] if isinstance(sed_checkpoint, (str, Path)) else list(sed_checkpoint or ())
+    if sed_weights is not None and (len(sed_checkpoints) < 2 or len(sed_weights) != len(sed_checkpoints)
+                                    or min(sed_weights) < 0 or sum(sed_weights) <= 0):
+        raise VerificationError(f"--sed-weights: one weight >= 0 per --sed-from (at least two, not all zero); "
+                                f"got {list(sed_weights)} for {len(sed_checkpoints)}")
     if len(sed_checkpoints) == 1:
         sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoints[0])
         cfg.sed = sed_cfg.sed
@@ -301,9 +305,10 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
         for path, (_, member, _, _) in zip(sed_checkpoints[1:], loaded[1:]):
             check_same_front_end(loaded[0][1], member, f"the SED of {path}")
         cfg.sed = loaded[0][0].sed
-        sed = SedEnsemble([member for _, member, _, _ in loaded])
-        recipe = {**recipe, "sed_from": {"ensemble": [{"checkpoint": str(path), **member_recipe}
-                                                      for path, (_, _, _, member_recipe) in zip(sed_checkpoints, loaded)]}}
+        sed = SedEnsemble([member for _, member, _, _ in loaded], sed_weights)
+        recipe = {**recipe, "sed_from": {"ensemble": [{"checkpoint": str(path), "weight": weight, **member_recipe}
+                                                      for path, weight, (_, _, _, member_recipe)
+                                                      in zip(sed_checkpoints, sed.weights, loaded)]}}
     guide = None
     if guide_checkpoint is not None:
         _, guide, _, guide_recipe = load_checkpoint(guide_checkpoint)
@@ -342,6 +347,8 @@ def main(argv=None):
     p.add_argument("--sed-from", action="append", default=None,
                    help="take the SED from this checkpoint instead; given more than once, the detector is the "
                         "mean of those SEDs' probabilities (one graph; they must share the front end)")
+    p.add_argument("--sed-weights", type=float, nargs="+", default=None,
+                   help="with --sed-from given N times: N weights of that mean (normalised; default equal)")
     p.add_argument("--guide-sed-from", default=None,
                    help="add this checkpoint's SED as the guide body: its frame probabilities condition the "
                         "separator, the first SED's decide the classes")
@@ -351,7 +358,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots, sed_checkpoint=args.sed_from,
-                                 guide_checkpoint=args.guide_sed_from, guide_detects=args.guide_detects)
+                                 guide_checkpoint=args.guide_sed_from, guide_detects=args.guide_detects,
+                                 sed_weights=args.sed_weights)
     except (VerificationError, BundleError) as exc:  # BundleError: the runtime's own checks refused the staged bundle
         p.exit(2, f"export.bundle: nothing written: {exc}\n")
     print(json.dumps(manifest["provenance"]["verification"]["max_abs_diff"]))

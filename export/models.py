@@ -259,15 +259,19 @@ class SedNet(nn.Module):
 
 
 class SedEnsemble(nn.Module):
-    """Several trained SEDs as one detector: the mean of their clip and frame probabilities over the same
-    log-mel features (members must share the front end: export.bundle checks). The first member gives
+    """Several trained SEDs as one detector: the (weighted) mean of their clip and frame probabilities over
+    the same log-mel features (members must share the front end: export.bundle checks). The first member gives
     the front end, the config and the class embeddings (the runtime does not read those). Export only."""
 
-    def __init__(self, members: list[SedNet]):
+    def __init__(self, members: list[SedNet], weights: list[float] | None = None):
         super().__init__()
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two SEDs")
+        weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"need one weight >= 0 per SED ({len(members)}), not all zero; got {weights}")
         self.members = nn.ModuleList(members)
+        self.weights = [w / sum(weights) for w in weights]
         self.cfg = members[0].cfg
         self.eval()
 
@@ -287,8 +291,8 @@ class SedEnsemble(nn.Module):
 
     def from_log_mel(self, log_mel: torch.Tensor):
         outs = [m.from_log_mel(log_mel) for m in self.members]
-        return {"clip_probs": torch.stack([o["clip_probs"] for o in outs]).mean(0),
-                "frame_probs": torch.stack([o["frame_probs"] for o in outs]).mean(0),
+        return {"clip_probs": sum(w * o["clip_probs"] for w, o in zip(self.weights, outs)),
+                "frame_probs": sum(w * o["frame_probs"] for w, o in zip(self.weights, outs)),
                 "class_embeddings": outs[0]["class_embeddings"]}
 
 

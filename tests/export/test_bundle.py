@@ -306,6 +306,19 @@ def test_several_seds_export_as_one_detector_that_gives_their_mean(trained, tmp_
     np.testing.assert_allclose(frame, (first[1] + second[1]).numpy() / 2, atol=1e-4)
     assert np.abs((first[1] - second[1]).numpy()).max() > 1e-3  # the members really differ
 
+    # --sed-weights: a weighted mean (normalised), the weights in the manifest; one weight for two SEDs is refused
+    bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "weighted"), "--sed-from", str(ckpt),
+                 "--sed-from", str(tmp_path / "wider.pt"), "--sed-weights", "3", "1"])
+    manifest = json.loads((tmp_path / "weighted" / "bundle.json").read_text())
+    assert [m["weight"] for m in manifest["provenance"]["recipe"]["sed_from"]["ensemble"]] == [0.75, 0.25]
+    clip, frame = SedModel(load_bundle(tmp_path / "weighted"), ["CPUExecutionProvider"])(audio)
+    np.testing.assert_allclose(frame, (0.75 * first[1] + 0.25 * second[1]).numpy(), atol=1e-4)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "bad"), "--sed-from", str(ckpt),
+                     "--sed-from", str(tmp_path / "wider.pt"), "--sed-weights", "1"])
+    assert stop.value.code == 2 and "--sed-weights" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
     config = json.loads(state["config_json"])
     config["sed"]["n_mels"] = config["sed"]["n_mels"] // 2
     torch.save({**state, "config_json": json.dumps(config), "sed": SedNet(ModelConfig.from_dict(config).sed).state_dict()},
