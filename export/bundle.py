@@ -25,7 +25,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.models import ModelConfig, SedBodyExport, SedEnsemble, SedExport, SedFrontEnd, SedNet, SeparatorNet, mixture_stft
+from export.models import (ModelConfig, SedBodyExport, SedEnsemble, SedExport, SedFrontEnd, SedNet, SeparatorNet,
+                           ensemble_weights, mixture_stft)
 from stream_s5.bundle import BundleError, load_bundle
 from stream_s5.labels import CLASSES
 from stream_s5.tracker import TrackerOptions
@@ -291,10 +292,11 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
         raise VerificationError("--guide-detects needs --guide-sed-from (the guide body that decides those classes)")
     cfg, sed, sep, recipe = load_checkpoint(checkpoint)
     sed_checkpoints = [sed_checkpoint] if isinstance(sed_checkpoint, (str, Path)) else list(sed_checkpoint or ())
-    if sed_weights is not None and (len(sed_checkpoints) < 2 or len(sed_weights) != len(sed_checkpoints)
-                                    or min(sed_weights) < 0 or sum(sed_weights) <= 0):
-        raise VerificationError(f"--sed-weights: one weight >= 0 per --sed-from (at least two, not all zero); "
-                                f"got {list(sed_weights)} for {len(sed_checkpoints)}")
+    if sed_weights is not None:  # checked before any checkpoint is read
+        try:
+            ensemble_weights(sed_weights, len(sed_checkpoints))
+        except ValueError as exc:
+            raise VerificationError(f"--sed-weights (one per --sed-from): {exc}") from None
     if len(sed_checkpoints) == 1:
         sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoints[0])
         cfg.sed = sed_cfg.sed

@@ -258,6 +258,14 @@ class SedNet(nn.Module):
         }
 
 
+def ensemble_weights(weights: list[float] | None, members: int) -> list[float]:
+    """The normalised weights of an ensemble of `members` SEDs (None: equal), or a ValueError."""
+    weights = [1.0] * members if weights is None else [float(w) for w in weights]
+    if members < 2 or len(weights) != members or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"one weight >= 0 per SED, at least two SEDs, not all zero; got {weights} for {members}")
+    return [w / sum(weights) for w in weights]
+
+
 class SedEnsemble(nn.Module):
     """Several trained SEDs as one detector: the (weighted) mean of their clip and frame probabilities over
     the same log-mel features (members must share the front end: export.bundle checks). The first member gives
@@ -265,13 +273,8 @@ class SedEnsemble(nn.Module):
 
     def __init__(self, members: list[SedNet], weights: list[float] | None = None):
         super().__init__()
-        if len(members) < 2:
-            raise ValueError("an ensemble needs at least two SEDs")
-        weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"need one weight >= 0 per SED ({len(members)}), not all zero; got {weights}")
+        self.weights = ensemble_weights(weights, len(members))
         self.members = nn.ModuleList(members)
-        self.weights = [w / sum(weights) for w in weights]
         self.cfg = members[0].cfg
         self.eval()
 
