@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 
 from export.models import (ModelConfig, SedBodyExport, SedEnsemble, SedExport, SedFrontEnd, SedNet, SeparatorNet,
-                           ensemble_weights, mixture_stft)
+                           ensemble_class_weights, ensemble_weights, mixture_stft)
 from stream_s5.bundle import BundleError, load_bundle
 from stream_s5.labels import CLASSES
 from stream_s5.tracker import TrackerOptions
@@ -278,9 +278,11 @@ def bundle_manifest(cfg: ModelConfig, recipe: dict, passes: int, slots: int, che
 
 
 def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dict | None = None,
-                  sed_checkpoint=None, guide_checkpoint=None, guide_detects=(), sed_weights=None) -> dict:
+                  sed_checkpoint=None, guide_checkpoint=None, guide_detects=(), sed_weights=None,
+                  sed_class_weights=None) -> dict:
     """sed_checkpoint: take the SED from another run (ablations that change only the separator); a list of
-    two or more: the detector is their mean (SedEnsemble), weighted by sed_weights if given.
+    two or more: the detector is their mean (SedEnsemble), weighted by sed_weights if given, and for the
+    classes in sed_class_weights ({class: weights}) by those.
     guide_checkpoint: a second run's SED becomes the guide body — its frame probabilities condition
     the separator, the first SED's decide the classes (sed.front_end.guide_body), except those in
     guide_detects, which the guide body decides too (sed.front_end.guide_detects)."""
@@ -297,6 +299,11 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
             ensemble_weights(sed_weights, len(sed_checkpoints))
         except ValueError as exc:
             raise VerificationError(f"--sed-weights (one per --sed-from): {exc}") from None
+    if sed_class_weights:
+        try:
+            ensemble_class_weights(sed_class_weights, len(sed_checkpoints), list(CLASSES))
+        except ValueError as exc:
+            raise VerificationError(f"--sed-class-weights (one weight per --sed-from): {exc}") from None
     if len(sed_checkpoints) == 1:
         sed_cfg, sed, _, sed_recipe = load_checkpoint(sed_checkpoints[0])
         cfg.sed = sed_cfg.sed
@@ -307,10 +314,12 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
         for path, (_, member, _, _) in zip(sed_checkpoints[1:], loaded[1:]):
             check_same_front_end(loaded[0][1], member, f"the SED of {path}")
         cfg.sed = loaded[0][0].sed
-        sed = SedEnsemble([member for _, member, _, _ in loaded], sed_weights)
+        sed = SedEnsemble([member for _, member, _, _ in loaded], sed_weights, sed_class_weights, list(CLASSES))
         recipe = {**recipe, "sed_from": {"ensemble": [{"checkpoint": str(path), "weight": weight, **member_recipe}
                                                       for path, weight, (_, _, _, member_recipe)
                                                       in zip(sed_checkpoints, sed.weights, loaded)]}}
+        if sed.class_weights:
+            recipe["sed_from"]["class_weights"] = sed.class_weights
     guide = None
     if guide_checkpoint is not None:
         _, guide, _, guide_recipe = load_checkpoint(guide_checkpoint)
@@ -340,6 +349,22 @@ def export_bundle(checkpoint, out, passes: int = 2, slots: int = 3, metrics: dic
     return manifest
 
 
+def parse_class_weights(entries: list[str] | None) -> dict[str, list[float]] | None:
+    """--sed-class-weights' CLASS=W1,W2 entries as {class: [w1, w2]}, or a VerificationError naming the entry."""
+    if not entries:
+        return None
+    parsed = {}
+    for entry in entries:
+        name, sep, values = entry.partition("=")
+        try:
+            if not sep or name in parsed:
+                raise ValueError
+            parsed[name] = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise VerificationError(f"--sed-class-weights: {entry!r} is not CLASS=W1,W2,... (each class once)") from None
+    return parsed
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
@@ -351,6 +376,9 @@ def main(argv=None):
                         "mean of those SEDs' probabilities (one graph; they must share the front end)")
     p.add_argument("--sed-weights", type=float, nargs="+", default=None,
                    help="with --sed-from given N times: N weights of that mean (normalised; default equal)")
+    p.add_argument("--sed-class-weights", nargs="+", default=None, metavar="CLASS=W1,W2",
+                   help="with --sed-from given N times: N weights for one class, overriding --sed-weights for it "
+                        "(e.g. Buzzer=1,0: only the first SED decides Buzzer)")
     p.add_argument("--guide-sed-from", default=None,
                    help="add this checkpoint's SED as the guide body: its frame probabilities condition the "
                         "separator, the first SED's decide the classes")
@@ -359,9 +387,10 @@ def main(argv=None):
                         "first SED's for them); needs --guide-sed-from")
     args = p.parse_args(argv)
     try:
+        class_weights = parse_class_weights(args.sed_class_weights)
         manifest = export_bundle(args.checkpoint, args.out, args.passes, args.slots, sed_checkpoint=args.sed_from,
                                  guide_checkpoint=args.guide_sed_from, guide_detects=args.guide_detects,
-                                 sed_weights=args.sed_weights)
+                                 sed_weights=args.sed_weights, sed_class_weights=class_weights)
     except (VerificationError, BundleError) as exc:  # BundleError: the runtime's own checks refused the staged bundle
         p.exit(2, f"export.bundle: nothing written: {exc}\n")
     print(json.dumps(manifest["provenance"]["verification"]["max_abs_diff"]))

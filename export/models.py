@@ -261,19 +261,43 @@ class SedNet(nn.Module):
 def ensemble_weights(weights: list[float] | None, members: int) -> list[float]:
     """The normalised weights of an ensemble of `members` SEDs (None: equal), or a ValueError."""
     weights = [1.0] * members if weights is None else [float(w) for w in weights]
-    if members < 2 or len(weights) != members or min(weights) < 0 or sum(weights) <= 0:
+    if members < 2 or len(weights) != members or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"one weight >= 0 per SED, at least two SEDs, not all zero; got {weights} for {members}")
     return [w / sum(weights) for w in weights]
+
+
+def ensemble_class_weights(class_weights: dict[str, list[float]] | None, members: int,
+                           classes: list[str]) -> dict[str, list[float]]:
+    """Per-class overrides of an ensemble's weights, each normalised like ensemble_weights, or a ValueError
+    naming the class (unknown, or a wrong count of weights)."""
+    normalised = {}
+    for name, weights in (class_weights or {}).items():
+        if name not in classes:
+            raise ValueError(f"{name} is not among the classes ({', '.join(classes)})")
+        try:
+            normalised[name] = ensemble_weights(weights, members)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return normalised
 
 
 class SedEnsemble(nn.Module):
     """Several trained SEDs as one detector: the (weighted) mean of their clip and frame probabilities over
     the same log-mel features (members must share the front end: export.bundle checks). The first member gives
-    the front end, the config and the class embeddings (the runtime does not read those). Export only."""
+    the front end, the config and the class embeddings (the runtime does not read those). Export only.
 
-    def __init__(self, members: list[SedNet], weights: list[float] | None = None):
+    class_weights overrides the weights for some classes (`classes` names the probability columns): a member
+    that never learned a class from real material can be left out of that class's vote and kept in the others'."""
+
+    def __init__(self, members: list[SedNet], weights: list[float] | None = None,
+                 class_weights: dict[str, list[float]] | None = None, classes: list[str] | None = None):
         super().__init__()
         self.weights = ensemble_weights(weights, len(members))
+        self.class_weights = ensemble_class_weights(class_weights, len(members), classes or [])
+        mix = torch.tensor(self.weights).view(-1, 1).repeat(1, members[0].cfg.n_classes)
+        for name, row in self.class_weights.items():
+            mix[:, classes.index(name)] = torch.tensor(row)
+        self.register_buffer("mix", mix)  # [members, classes]: column c is class c's weights
         self.members = nn.ModuleList(members)
         self.cfg = members[0].cfg
         self.eval()
@@ -294,8 +318,8 @@ class SedEnsemble(nn.Module):
 
     def from_log_mel(self, log_mel: torch.Tensor):
         outs = [m.from_log_mel(log_mel) for m in self.members]
-        return {"clip_probs": sum(w * o["clip_probs"] for w, o in zip(self.weights, outs)),
-                "frame_probs": sum(w * o["frame_probs"] for w, o in zip(self.weights, outs)),
+        return {"clip_probs": sum(w * o["clip_probs"] for w, o in zip(self.mix, outs)),
+                "frame_probs": sum(w * o["frame_probs"] for w, o in zip(self.mix, outs)),
                 "class_embeddings": outs[0]["class_embeddings"]}
 
 

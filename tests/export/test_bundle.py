@@ -319,6 +319,28 @@ def test_several_seds_export_as_one_detector_that_gives_their_mean(trained, tmp_
                      "--sed-from", str(tmp_path / "wider.pt"), "--sed-weights", "1"])
     assert stop.value.code == 2 and "--sed-weights" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
+    # --sed-class-weights: some classes get their own weights (here Buzzer only the first SED, Speech only the
+    # second); the others keep --sed-weights' mean; in the manifest. An unknown class or a wrong count: exit 2
+    buzzer, speech = CLASSES.index("Buzzer"), CLASSES.index("Speech")
+    bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "per_class"), "--sed-from", str(ckpt),
+                 "--sed-from", str(tmp_path / "wider.pt"), "--sed-weights", "3", "1",
+                 "--sed-class-weights", "Buzzer=1,0", "Speech=0,2"])
+    manifest = json.loads((tmp_path / "per_class" / "bundle.json").read_text())
+    assert manifest["provenance"]["recipe"]["sed_from"]["class_weights"] == {"Buzzer": [1.0, 0.0], "Speech": [0.0, 1.0]}
+    clip, frame = SedModel(load_bundle(tmp_path / "per_class"), ["CPUExecutionProvider"])(audio)
+    expected = (0.75 * first[1] + 0.25 * second[1]).numpy()
+    expected[..., buzzer], expected[..., speech] = first[1].numpy()[..., buzzer], second[1].numpy()[..., speech]
+    np.testing.assert_allclose(frame, expected, atol=1e-4)
+    np.testing.assert_allclose(clip[..., buzzer], first[0].numpy()[..., buzzer], atol=1e-4)
+    for entries, named in ((["Kazoo=1,0"], "Kazoo"), (["Buzzer=1"], "Buzzer"), (["Buzzer"], "Buzzer"),
+                           (["Buzzer=1,nan"], "Buzzer")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            bundle_main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "bad"), "--sed-from", str(ckpt),
+                         "--sed-from", str(tmp_path / "wider.pt"), "--sed-class-weights", *entries])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "--sed-class-weights" in err and named in err and not (tmp_path / "bad").exists()
+
     config = json.loads(state["config_json"])
     config["sed"]["n_mels"] = config["sed"]["n_mels"] // 2
     torch.save({**state, "config_json": json.dumps(config), "sed": SedNet(ModelConfig.from_dict(config).sed).state_dict()},
