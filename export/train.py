@@ -73,6 +73,10 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# What a --rehearse teacher's SED must share with the student's for its probabilities to be targets.
+TEACHER_FIELDS = ("sample_rate", "window", "mel_hop", "patch_frames", "n_classes")
+
+
 def has_target(target, mix_ref, present):
     """Items whose crop holds the class's audio: marked present and not negligible against the mixture
     (an event can end just before a crop starts)."""
@@ -269,10 +273,14 @@ def train(args) -> Path:
     if args.rehearse:  # checked before any worker process starts
         # Learning without forgetting: fine-tuning on real recordings must keep the procedural world, where
         # the parent's outputs are the reference. The teacher is frozen; its scenes are the parent's own recipe.
+        # The teacher may be another size (a small parent teaching a larger SED its procedural world): only the
+        # outputs it is compared on must mean the same: the same windows, frames and classes.
         teacher_state = torch.load(args.rehearse, weights_only=True, map_location="cpu")
         teacher_cfg = ModelConfig.from_dict(json.loads(teacher_state["config_json"]))
-        if teacher_cfg.to_dict() != cfg.to_dict():
-            raise SystemExit(f"export.train: --rehearse {args.rehearse} is another architecture than this run's model")
+        differ = [name for name in TEACHER_FIELDS if getattr(teacher_cfg.sed, name) != getattr(cfg.sed, name)]
+        if differ:
+            raise SystemExit(f"export.train: --rehearse {args.rehearse}: its SED's outputs are not this run's "
+                             f"({', '.join(differ)} differ)")
         teacher = SedNet(teacher_cfg.sed)
         teacher.load_state_dict(teacher_state["sed"])
         teacher.eval().requires_grad_(False)
@@ -487,7 +495,8 @@ def parse_args(argv=None):
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; optimiser and step start fresh)")
     p.add_argument("--rehearse", default=None, metavar="CKPT",
                    help="fine-tuning without forgetting: keep the SED's outputs on procedural scenes (the parent's recipe) "
-                        "close to this frozen checkpoint's (usually the --init one)")
+                        "close to this frozen checkpoint's (usually the --init one; its SED may be another size if its "
+                        "windows, frames and classes are this run's)")
     p.add_argument("--rehearse-weight", type=float, default=1.0, help="weight of the --rehearse distillation term")
     p.add_argument("--rehearse-separator", type=float, default=0.5,
                    help="with --rehearse: share of separator batches drawn from the procedural scenes")

@@ -174,6 +174,19 @@ def test_rehearsal_distils_towards_the_teacher_and_is_zero_gradient_at_the_teach
     last = json.loads((fed / "log.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 3 and np.isfinite(last["distill"]) and last["distill"] >= 0
 
+    # A teacher of another size (a small parent teaching a larger SED) is taken; one whose windows differ is not.
+    wider = {**cfg.to_dict(), "sed": {**cfg.to_dict()["sed"], "dim": cfg.sed.dim + 16, "depth": cfg.sed.depth + 1}}
+    torch.save({**state, "config_json": json.dumps(wider), "sed": SedNet(ModelConfig.from_dict(wider).sed).state_dict()},
+               tmp_path / "wider.pt")
+    train_main(["--preset", "test", "--out", str(tmp_path / "taught"), "--quiet", "--train", "sed",
+                "--rehearse", str(tmp_path / "wider.pt"), "--steps", "2"])
+    assert np.isfinite(json.loads((tmp_path / "taught" / "log.jsonl").read_text().splitlines()[-1])["distill"])
+    longer = {**cfg.to_dict(), "sed": {**cfg.to_dict()["sed"], "window": cfg.sed.window * 2}}
+    torch.save({**state, "config_json": json.dumps(longer)}, tmp_path / "longer.pt")
+    with pytest.raises(SystemExit, match="window"):
+        train_main(["--preset", "test", "--out", str(tmp_path / "refused"), "--quiet", "--train", "sed",
+                    "--rehearse", str(tmp_path / "longer.pt"), "--steps", "2"])
+
 
 def test_a_feeder_trained_sed_only_run_stops_at_its_time_budget_and_records_it(tmp_path):
     """--sed-feeders: batches cut by worker processes (the GPU path) train the SED; --minutes stops the run
