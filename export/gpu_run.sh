@@ -9,7 +9,9 @@
 # for the image's Python), real7_weights.pt (real7 without optimiser state) and realbank8_train.npz
 # (`write_packed(..., max_per_folder=45, max_seconds=12)`: the 64 MiB carry limit).
 # DEVICE=cpu MINUTES=0.3 FEEDERS=1 BATCH=16 runs the same steps here (a dry run before a lease); SPEED=0 skips
-# the speed probe, AMP= trains in float32, RECIPE=scratch trains the larger detector SED from scratch instead.
+# the speed probe, AMP= trains in float32, RECIPE=scratch trains the larger detector SED from scratch instead;
+# with it, INIT=FILE starts from that checkpoint in the carry folder (a fresh schedule) and TEACHER=FILE distils
+# that (smaller) SED's probabilities on procedural scenes into it (--rehearse, weight 2).
 # Exit codes: 3 the wheels did not install, 4 the fail-fast check failed, 5 the speed probe failed; otherwise
 # the trainer's.
 set -u -o pipefail
@@ -45,10 +47,13 @@ if [ "${SPEED:-1}" = 1 ]; then
     python3 -m export.train_speed --init "$CARRY/real7_weights.pt" --device "$DEVICE" --amp --sed-batches $SPEED_SED \
         --sep-batches 16 64 --out "$OUT/speed_gpu_amp.json" || exit 5
 fi
-if [ "${RECIPE:-fine}" = scratch ]; then  # a larger detector SED from scratch (preset real_scratch, not run yet)
+if [ "${RECIPE:-fine}" = scratch ]; then  # the larger detector SED (preset real_scratch)
+    EXTRA=()
+    [ -n "${INIT:-}" ] && EXTRA+=(--init "$CARRY/$INIT")
+    [ -n "${TEACHER:-}" ] && EXTRA+=(--rehearse "$CARRY/$TEACHER" --rehearse-weight 2.0)
     python3 -m export.train --preset real_scratch --train sed --soundbank "$CARRY/realbank8_train.npz" \
         --device "$DEVICE" $AMP --sed-feeders "$FEEDERS" --sed-batch "$BATCH" --windows-per-scene 16 --steps 100000 \
-        --minutes "$MINUTES" --out "$OUT/run" --quiet
+        --minutes "$MINUTES" --out "$OUT/run" --quiet ${EXTRA[@]+"${EXTRA[@]}"}
 else  # gpu1's recipe: real16's, fine-tuning real7 with rehearsal
     python3 -m export.train --preset real --init "$CARRY/real7_weights.pt" --rehearse "$CARRY/real7_weights.pt" \
         --rehearse-weight 2.0 --train sed --soundbank "$CARRY/realbank8_train.npz" --device "$DEVICE" $AMP \
