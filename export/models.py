@@ -262,7 +262,7 @@ def ensemble_weights(weights: list[float] | None, members: int) -> list[float]:
     """The normalised weights of an ensemble of `members` SEDs (None: equal), or a ValueError."""
     weights = [1.0] * members if weights is None else [float(w) for w in weights]
     if members < 2 or len(weights) != members or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"one weight >= 0 per SED, at least two SEDs, not all zero; got {weights} for {members}")
+        raise ValueError(f"one finite weight >= 0 per SED, at least two SEDs, not all zero; got {weights} for {members}")
     return [w / sum(weights) for w in weights]
 
 

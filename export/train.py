@@ -56,9 +56,10 @@ PRESETS: dict[str, dict] = {
                  soundbank_clips=0, sed_updates=2, fresh_scenes=12, absent_weight=1.0, absent_floor_db=-30.0,
                  p_real=0.6, p_channel=0.7, spec_augment=(2, 8, 2, 10),
                  scene=dict(p_no_target=0.25, noise_level_db=(-50.0, -20.0), p_room=0.25, max_interferers=3)),
-    # A larger detector SED from scratch on real and procedural material together, for a GPU lease (not run
-    # yet): no parent to keep, so no rehearsal; the `real` recipe's data. Export it as a bundle's detector
-    # (`export.bundle --sed-from`) next to a guide body and separator of the default architecture.
+    # A larger detector SED from scratch on real and procedural material together (the `real` recipe's data):
+    # no parent to keep, so no rehearsal of its own; `--rehearse` with a smaller SED teaches it that SED's
+    # procedural world (checkpoints/scratch_kd.pt). Export it as a bundle's detector (`export.bundle --sed-from`)
+    # next to a guide body and separator of the default architecture.
     "real_scratch": dict(steps=20000, sed=dict(dim=192, depth=4, heads=4), separator=dict(), sed_batch=128,
                          sep_batch=16, sep_seconds=2.048, scene_seconds=4.0, pool=1024, workers=1, lr=1e-3, warmup=500,
                          checkpoint_every=500, soundbank_clips=0, sed_updates=1, fresh_scenes=12, absent_weight=1.0,
