@@ -177,7 +177,7 @@ def test_microphone_path_on_a_real_device(null_sink, scene, tmp_path):
 REAL = Path(__file__).parent / "data" / "real_footsteps_speech.flac"
 
 
-KNOWN_CONFUSION = ("the shipped detector SED (real16's, in real19) still hears these footfalls as Clapping (from a file: "
+KNOWN_CONFUSION = ("the shipped detector SED (real16's, in real19 and real22) still hears these footfalls as Clapping (from a file: "
                    "Speech + Clapping; docs/evaluation.md, Fourth and Fifth real bank: the SED confusion tables)")
 
 
